@@ -1,0 +1,1 @@
+"""Host-side input pipelines (tf.data; no JAX imports except device.py)."""

@@ -1,0 +1,1 @@
+"""Evaluators of a TrainState. Each jits its own small functions."""

@@ -1,0 +1,1 @@
+"""Pure loss functions of embeddings. No Flax imports here."""

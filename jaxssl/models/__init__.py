@@ -1,0 +1,1 @@
+"""Flax Linen backbones and heads. No optax imports here."""
