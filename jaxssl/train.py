@@ -4,8 +4,11 @@ Config overrides use ml_collections syntax (``--config.optim.base_lr=0.5``); the
 locked, so a mistyped key is an error listing the valid ones.
 """
 
+import importlib.util
 import os
 import sys
+
+import ml_collections
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -30,19 +33,53 @@ def _add_config_root_to_path(argv: list[str]) -> None:
   Config files live in ``<repo>/configs/``; the repo root is on ``sys.path`` under
   ``python -m`` from the root but not for the ``jaxssl`` console script or other cwds.
   """
+  path = _config_path(argv)
+  if path:
+    config_dir = os.path.dirname(os.path.abspath(path.split(":", 1)[0]))
+    sys.path.insert(0, os.path.dirname(config_dir))
+
+
+def _config_path(argv: list[str]) -> str | None:
   for i, arg in enumerate(argv):
-    path = None
     if arg.startswith("--config="):
-      path = arg.split("=", 1)[1]
-    elif arg == "--config" and i + 1 < len(argv):
-      path = argv[i + 1]
-    if path:
-      config_dir = os.path.dirname(os.path.abspath(path.split(":", 1)[0]))
-      sys.path.insert(0, os.path.dirname(config_dir))
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def check_overrides(argv: list[str]) -> None:
+  """Exits with the valid keys if a ``--config.a.b=v`` override names no existing field.
+
+  ml_collections would raise too (the config is locked), but as a traceback deep in flag
+  parsing; this names the bad key and lists what exists at that level.
+  """
+  path = _config_path(argv)
+  overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+  if not path or not overrides:
+    return
+  file, _, preset = path.partition(":")
+  spec = importlib.util.spec_from_file_location("_jaxssl_run_config", file)
+  if spec is None or not os.path.exists(file):
+    sys.exit(f"error: config file {file!r} not found.")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(preset or None)
+  for override in overrides:
+    node, walked = config, "config"
+    for key in override.split("."):
+      if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+        valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        sys.exit(f"error: unknown config key --config.{override}: {walked} has no field {key!r}."
+                 f" Valid fields of {walked}: {', '.join(valid) or '(none: it is a value)'}.")
+      node, walked = node[key], f"{walked}.{key}"
 
 
 def main(argv: list[str]) -> None:
   del argv
+  # Orbax and JAX log every save and compile at INFO; keep the console to warnings and the bar.
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
   import jax  # noqa: PLC0415  (after flag parsing, so --help is fast)
 
   if _DISTRIBUTED.value:
@@ -58,6 +95,7 @@ def run(argv: list[str] | None = None) -> None:
   """Parses flags from ``argv`` (default ``sys.argv``) and trains."""
   argv = list(sys.argv if argv is None else argv)
   _add_config_root_to_path(argv)
+  check_overrides(argv)
   app.run(main, argv=argv)
 
 

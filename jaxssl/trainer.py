@@ -1,9 +1,11 @@
 """``train_and_evaluate``: mesh, data, state, the loop, checkpoints and evaluation."""
 
+import dataclasses
 import json
 import math
 import os
 import time
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -24,7 +26,9 @@ class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or Inf; training stopped and the last good checkpoint was kept."""
 
 
-def _make_knn_evaluator(config, model, mesh) -> knn.KNNEvaluator:
+def make_knn_evaluator(config: ml_collections.ConfigDict, model: nn.Module,
+                       mesh: jax.sharding.Mesh) -> knn.KNNEvaluator:
+  """kNN evaluator of ``config.evals.knn`` over the config's eval splits."""
   per_process = config.evals.knn.batch_size // jax.process_count()
   make_batches = {
       split: input_pipeline.make_eval_iterator(
@@ -35,6 +39,43 @@ def _make_knn_evaluator(config, model, mesh) -> knn.KNNEvaluator:
       model, make_batches[config.data.eval_train_split],
       make_batches[config.data.eval_test_split], mesh, ks=(config.evals.knn.k,),
       temperature=config.evals.knn.temperature, num_classes=config.data.num_classes)
+
+
+@dataclasses.dataclass(frozen=True)
+class Training:
+  """What a run is made of: the model, the state initializer and the compiled step."""
+
+  model: nn.Module
+  init_fn: Callable[[jax.Array], state_lib.TrainState]
+  init_key: jax.Array
+  train_step: Callable  # jitted (state, batch) -> (state, metrics), state donated
+
+
+def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Training:
+  """Builds model, optimizers, state initializer and the jitted train step for ``mesh``.
+
+  Args:
+    config: the run config.
+    mesh: the device mesh.
+
+  Returns:
+    A ``Training``; ``train_step`` is the only ``jax.jit`` of the step in the library.
+  """
+  num_steps = int(config.train.num_steps)
+  method = methods.get_method(config.method.name)
+  model = method.build_model(config)
+  probe = nn.Dense(config.data.num_classes, name="probe")
+  tx, lr_schedule = optim.make_optimizer(config.optim, num_steps)
+  probe_tx = optax.adamw(config.evals.probe.lr, weight_decay=config.evals.probe.weight_decay)
+  image_shape = (config.data.image_size, config.data.image_size, 3)
+  init_fn = state_lib.make_init_fn(model, probe, tx, probe_tx, image_shape)
+  init_key, base_key = jax.random.split(jax.random.key(config.seed))
+  step_fn = step_lib.make_train_step(model, method, probe, tx, probe_tx, lr_schedule, config,
+                                     base_key)
+  replicated = sharding.replicated(mesh)
+  train_step = jax.jit(step_fn, in_shardings=(replicated, sharding.batch_sharding(mesh)),
+                       out_shardings=(replicated, replicated), donate_argnums=(0,))
+  return Training(model=model, init_fn=init_fn, init_key=init_key, train_step=train_step)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -56,30 +97,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch_size(batch_size, mesh)
   sharding.check_batch_size(config.evals.knn.batch_size, mesh)
-  replicated, batched = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  replicated = sharding.replicated(mesh)
   logging.info("Mesh %s over %d processes; %d steps of global batch %d.",
                dict(mesh.shape), jax.process_count(), num_steps, batch_size)
 
-  # --- Model, optimizer, state ---
-  method = methods.get_method(config.method.name)
-  model = method.build_model(config)
-  probe = nn.Dense(config.data.num_classes, name="probe")
-  tx, lr_schedule = optim.make_optimizer(config.optim, num_steps)
-  probe_tx = optax.adamw(config.evals.probe.lr, weight_decay=config.evals.probe.weight_decay)
-  image_shape = (config.data.image_size, config.data.image_size, 3)
-  init_fn = state_lib.make_init_fn(model, probe, tx, probe_tx, image_shape)
-  init_key, base_key = jax.random.split(jax.random.key(config.seed))
+  # --- Model, optimizer, step ---
+  run = build(config, mesh)
+  model = run.model
 
   # --- Checkpoint: resume if the workdir has one ---
   checkpointer = checkpoint.Checkpointer(
       os.path.join(workdir, "checkpoints"), config, keep=config.train.keep_checkpoints)
   latest = checkpointer.latest_step()
   if latest is not None:
-    abstract = checkpoint.abstract_with_sharding(jax.eval_shape(init_fn, init_key), replicated)
+    abstract = checkpoint.abstract_with_sharding(jax.eval_shape(run.init_fn, run.init_key), replicated)
     state = checkpointer.restore(abstract)
-    logging.info("Resumed from %s at step %d.", checkpointer.directory, latest)
+    logging.warning("Resuming from %s at step %d.", checkpointer.directory, latest)
   else:
-    state = jax.jit(init_fn, out_shardings=replicated)(init_key)
+    state = jax.jit(run.init_fn, out_shardings=replicated)(run.init_key)
   start_step = int(jax.device_get(state.step))
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -89,13 +124,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_iter = input_pipeline.make_train_iterator(
       config.data, global_batch_size=batch_size, seed=config.seed, start_step=start_step,
       process_index=jax.process_index(), process_count=jax.process_count())
-  knn_evaluator = _make_knn_evaluator(config, model, mesh)
-
-  # --- Compile: the only jit of the train step ---
-  step_fn = step_lib.make_train_step(model, method, probe, tx, probe_tx, lr_schedule, config,
-                                     base_key)
-  train_step = jax.jit(step_fn, in_shardings=(replicated, batched),
-                       out_shardings=(replicated, replicated), donate_argnums=(0,))
+  knn_evaluator = make_knn_evaluator(config, model, mesh)
 
   # --- Loop ---
   writer = MetricWriter(workdir)
@@ -107,7 +136,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   for step in range(start_step, num_steps):
     batch = sharding.to_global(next(train_iter), mesh)
     with jax.transfer_guard("disallow"):
-      state, metrics = train_step(state, batch)
+      state, metrics = run.train_step(state, batch)
     pending.append(metrics)
     interval_steps += 1
     is_last = step + 1 == num_steps
@@ -142,7 +171,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   results = knn_evaluator.run(state)
   results["perf/knn_eval_seconds"] = time.perf_counter() - eval_start
   writer.write(final_step, results)
-  logging.info("Step %d: %s", final_step, json.dumps(results))
+  logging.warning("Step %d: %s", final_step, json.dumps(results))
   checkpointer.wait()
   checkpointer.close()
   writer.close()

@@ -101,17 +101,19 @@ class KNNEvaluator:
     ks: neighbour counts to report; the first is logged as ``knn/top1``.
     temperature: vote temperature.
     num_classes: number of classes.
+    embed_fn: jitted ``(variables, images) -> features``; default the model's backbone.
   """
 
   def __init__(self, model: nn.Module, make_memory_batches: Callable, make_query_batches: Callable,
-               mesh: jax.sharding.Mesh, ks: Sequence[int], temperature: float, num_classes: int):
-    self._make_memory_batches = make_memory_batches
-    self._make_query_batches = make_query_batches
+               mesh: jax.sharding.Mesh, ks: Sequence[int], temperature: float, num_classes: int,
+               embed_fn: Callable | None = None):
+    self.make_memory_batches = make_memory_batches
+    self.make_query_batches = make_query_batches
     self._mesh = mesh
     self._ks = tuple(ks)
     self._temperature = temperature
     self._num_classes = num_classes
-    self._embed_fn = jax.jit(
+    self._embed_fn = embed_fn or jax.jit(
         lambda variables, images: model.apply(variables, images, method=model.embed),
         out_shardings=sharding.batch_sharding(mesh))
     # Replicated output: every process can read it, also when the batch spans processes.
@@ -121,9 +123,9 @@ class KNNEvaluator:
     """Returns ``{"knn/top1": ..., "knn/top1_k<k>": ...}`` for the state's backbone."""
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     memory, memory_labels, memory_mask = extract_features(
-        self._embed_fn, variables, self._make_memory_batches(), self._mesh)
+        self._embed_fn, variables, self.make_memory_batches(), self._mesh)
     queries, query_labels, query_mask = extract_features(
-        self._embed_fn, variables, self._make_query_batches(), self._mesh)
+        self._embed_fn, variables, self.make_query_batches(), self._mesh)
     chunk = 256
     pad = (-queries.shape[0]) % chunk
     queries = jnp.pad(queries, ((0, pad), (0, 0)))

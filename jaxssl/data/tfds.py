@@ -1,0 +1,310 @@
+"""Per-process TFDS input pipelines: training views and evaluation batches as numpy.
+
+Each process reads only its own contiguous part of a split (``tfds.even_splits``)
+and yields host-local batches; `jaxssl.data.device` assembles them into global
+arrays. No JAX here: the pipeline is TensorFlow on the host CPU.
+
+The training stream is a pure function of (seed, step): epoch ``e`` visits this
+process's part in a permutation keyed by ``(seed, e)``, epochs are concatenated and
+cut into batches across epoch boundaries, and every view is keyed by
+(seed, example index, epoch, view). Resuming at step ``k`` therefore yields exactly
+the batches an uninterrupted run yields from step ``k`` on.
+"""
+
+import math
+import os
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from jaxssl.data import augment, fake
+
+# Shuffle buffer of the streaming path (``cache=False``); a full permutation needs the
+# whole part in memory, which is what ``cache=True`` is for.
+_SHUFFLE_BUFFER = 50_000
+
+
+class _Part(NamedTuple):
+    dataset: tf.data.Dataset
+    num_examples: int  # in this process's part
+    max_part_size: int  # over all processes' parts
+
+
+def _missing_dataset_error(name: str, data_dir: str | None, detail: str) -> FileNotFoundError:
+    if data_dir is None:
+        env = os.environ.get("TFDS_DATA_DIR")
+        tried = f"TFDS_DATA_DIR={env}" if env else "~/tensorflow_datasets (TFDS_DATA_DIR unset)"
+    else:
+        tried = data_dir
+    return FileNotFoundError(
+        f"TFDS dataset {name!r} is not prepared in data_dir {tried} ({detail}). jaxssl never "
+        f"downloads at run time. Point TFDS_DATA_DIR or --config.data.data_dir at the "
+        f"directory that holds {name}/, or prepare it once while online with "
+        f"`tfds build {name} --data_dir=DIR` or `tfds.load({name!r}, data_dir=DIR, "
+        f"download=True)`."
+    )
+
+
+def _open_part(
+    name: str,
+    split: str,
+    data_dir: str | None,
+    process_index: int,
+    process_count: int,
+    num_fake_examples: int | None = None,
+) -> _Part:
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index} not in [0, {process_count}).")
+    if name == "fake":
+        split_size = num_fake_examples or fake.NUM_EXAMPLES.get(split, 0)
+        dataset, num_examples = fake.load_split(split, process_index, process_count, split_size)
+        return _Part(dataset, num_examples, math.ceil(split_size / process_count))
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        # `from None`: TFDS's message lists every registered dataset.
+        raise _missing_dataset_error(name, data_dir, "no builder or files found") from None
+    if not builder.is_prepared():
+        raise _missing_dataset_error(name, data_dir, f"nothing at {builder.data_dir}")
+    parts = tfds.even_splits(split, n=process_count)
+    sizes = [builder.info.splits[part].num_examples for part in parts]
+    read_config = tfds.ReadConfig(
+        # One file at a time keeps the split's canonical order; no TFDS-side cache,
+        # the pipelines below decide what to cache.
+        interleave_cycle_length=1,
+        try_autocache=False,
+    )
+    dataset = builder.as_dataset(
+        split=parts[process_index], shuffle_files=False, read_config=read_config
+    )
+    # Parts are contiguous, so a global index is the part's offset plus the position.
+    dataset = dataset.enumerate(start=sum(sizes[:process_index])).map(
+        lambda index, example: {
+            "image": example["image"],
+            "label": tf.cast(example["label"], tf.int32),
+            "index": index,
+        },
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    return _Part(dataset, sizes[process_index], max(sizes))
+
+
+def load_split(
+    name: str,
+    split: str,
+    data_dir: str | None,
+    process_index: int,
+    process_count: int,
+    *,
+    num_fake_examples: int | None = None,
+) -> tuple[tf.data.Dataset, int]:
+    """This process's part of a TFDS split, decoded, in the split's order.
+
+    Args:
+      name: TFDS name (e.g. ``"cifar10"``), or ``"fake"`` for `jaxssl.data.fake`.
+      split: split name or TFDS sub-split spec (``"train"``, ``"train[:90%]"``).
+      data_dir: TFDS data directory; ``None`` for TFDS's default resolution
+        (``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``).
+      process_index: this process's index, ``jax.process_index()``.
+      process_count: number of processes, ``jax.process_count()``.
+      num_fake_examples: size of the whole split, for ``name="fake"`` only.
+
+    Returns:
+      ``(dataset, n)``: elements ``{"image": uint8 [H, W, 3], "label": int32,
+      "index": int64}`` where ``index`` is the example's position in the whole split
+      (for a ``"a+b"`` spec: a unique id in ``[0, total)``), and ``n`` the number of
+      examples in this part.
+
+    Raises:
+      FileNotFoundError: the dataset is not prepared in ``data_dir``; nothing is
+        downloaded.
+    """
+    part = _open_part(name, split, data_dir, process_index, process_count, num_fake_examples)
+    return part.dataset, part.num_examples
+
+
+def _open_config_split(
+    data_config: ml_collections.ConfigDict, split: str, process_index: int, process_count: int
+) -> _Part:
+    num_fake = {"train": data_config.fake_train_examples, "test": data_config.fake_test_examples}
+    return _open_part(
+        data_config.name,
+        split,
+        data_config.data_dir,
+        process_index,
+        process_count,
+        num_fake.get(split),
+    )
+
+
+def _options() -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = True
+    return options
+
+
+def make_train_iterator(
+    data_config: ml_collections.ConfigDict,
+    *,
+    global_batch_size: int,
+    seed: int,
+    start_step: int,
+    process_index: int,
+    process_count: int,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Infinite stream of this process's augmented training batches, from ``start_step``.
+
+    Args:
+      data_config: the ``config.data`` ConfigDict.
+      global_batch_size: batch size summed over processes.
+      seed: data seed; the stream is a pure function of (seed, step).
+      start_step: first step to yield, e.g. the restored checkpoint's step.
+      process_index: this process's index.
+      process_count: number of processes.
+
+    Returns:
+      An iterator of ``{"global": float32 [b, V, S, S, 3], "label": int32 [b],
+      "index": int32 [b]}`` with ``b = global_batch_size // process_count``.
+    """
+    if global_batch_size % process_count:
+        raise ValueError(
+            f"global_batch_size={global_batch_size} is not divisible by "
+            f"process_count={process_count}: every process must feed the same number of "
+            f"examples per step. Pick a multiple of {process_count}."
+        )
+    batch_size = global_batch_size // process_count
+    part = _open_config_split(data_config, data_config.train_split, process_index, process_count)
+    num_examples = part.num_examples
+    if num_examples == 0:
+        raise ValueError(f"Process {process_index} has no examples of {data_config.train_split}.")
+
+    start_epoch, skip = divmod(start_step * batch_size, num_examples)
+
+    def augment_batch(batch):
+        views = augment.simclr_views(
+            batch["image"], batch["index"], batch["epoch"], seed, data_config
+        )
+        return {
+            "global": views,
+            "label": batch["label"],
+            "index": tf.cast(batch["index"], tf.int32),
+        }
+
+    if data_config.cache:
+        # The whole decoded part as three tensors; a batch is a gather of shuffled
+        # positions, so nothing heavy runs per example and skipping to a step is cheap.
+        arrays = part.dataset.batch(num_examples).get_single_element()
+
+        def epoch_order(epoch):
+            seed_pair = tf.stack([tf.constant(seed, tf.int64), epoch])
+            positions = tf.random.experimental.stateless_shuffle(
+                tf.range(num_examples, dtype=tf.int64), seed=seed_pair, alg="philox"
+            )
+            return {"position": positions, "epoch": tf.fill([num_examples], epoch)}
+
+        def gather_batch(order):
+            batch = {key: tf.gather(value, order["position"]) for key, value in arrays.items()}
+            return augment_batch(batch | {"epoch": order["epoch"]})
+
+        dataset = (
+            tf.data.Dataset.counter(start_epoch)
+            .map(epoch_order)
+            .unbatch()
+            .skip(skip)
+            .batch(batch_size, drop_remainder=True)
+            .map(gather_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        )
+    else:
+        # Streaming: per epoch a seeded shuffle of the part as read from disk; resuming
+        # reads and drops the examples before `start_step` in its epoch. (The shuffle
+        # seed is combined with TF's global seed, which jaxssl leaves unset.)
+        def epoch_stream(epoch):
+            return part.dataset.shuffle(
+                min(num_examples, _SHUFFLE_BUFFER),
+                seed=seed * 1_000_003 + epoch,
+                reshuffle_each_iteration=False,
+            ).map(lambda example: example | {"epoch": epoch})
+
+        dataset = (
+            tf.data.Dataset.counter(start_epoch)
+            .flat_map(epoch_stream)
+            .skip(skip)
+            .batch(batch_size, drop_remainder=True)
+            .map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        )
+    dataset = dataset.prefetch(tf.data.AUTOTUNE).with_options(_options())
+    return dataset.as_numpy_iterator()
+
+
+def make_eval_iterator(
+    data_config: ml_collections.ConfigDict,
+    split: str,
+    *,
+    batch_size: int,
+    process_index: int,
+    process_count: int,
+) -> tuple[Callable[[], Iterator[dict[str, np.ndarray]]], int]:
+    """One ordered, unaugmented pass over this process's part of ``split`` per call.
+
+    Every process yields the same number of batches (enough for the largest part), so
+    multi-process evaluation steps stay in lockstep; padding rows are zeros with
+    ``mask`` False.
+
+    Args:
+      data_config: the ``config.data`` ConfigDict.
+      split: split name, e.g. ``data_config.eval_test_split``.
+      batch_size: per-process batch size ``b``.
+      process_index: this process's index.
+      process_count: number of processes.
+
+    Returns:
+      ``(make_iterator, n)``: ``make_iterator()`` returns an iterator of
+      ``{"image": float32 [b, S, S, 3] normalized (S = eval_image_size), "label": int32
+      [b], "mask": bool [b]}``; ``n`` is the number of real examples in this part.
+    """
+    part = _open_config_split(data_config, split, process_index, process_count)
+    num_batches = math.ceil(part.max_part_size / batch_size)
+    size = int(data_config.eval_image_size)
+    mean, std = tuple(data_config.mean), tuple(data_config.std)
+
+    @tf.function(jit_compile=True)
+    def preprocess(images, mask):
+        if images.shape[1:3] == (size, size):
+            images = tf.cast(images, tf.float32) / 255.0
+        else:
+            images = augment.resize(images, size)
+        return tf.where(mask[:, None, None, None], augment.normalize(images, mean, std), 0.0)
+
+    def pad_batch(batch):
+        num_real = tf.shape(batch["label"])[0]
+        padding = batch_size - num_real
+        images = tf.pad(batch["image"], [[0, padding], [0, 0], [0, 0], [0, 0]])
+        images = tf.ensure_shape(images, [batch_size, *batch["image"].shape[1:]])
+        mask = tf.range(batch_size) < num_real
+        return {
+            "image": preprocess(images, mask),
+            "label": tf.pad(batch["label"], [[0, padding]]),
+            "mask": mask,
+        }
+
+    dataset = part.dataset.map(lambda example: {k: example[k] for k in ("image", "label")})
+    if data_config.cache:
+        dataset = dataset.cache()
+    # Empty batches after the data, so that every process yields num_batches. The data
+    # itself is read to its end, which is what completes (keeps) its cache.
+    empty = tf.data.Dataset.from_tensors(
+        {key: tf.zeros([0, *spec.shape], spec.dtype) for key, spec in dataset.element_spec.items()}
+    ).repeat(num_batches - math.ceil(part.num_examples / batch_size))
+    dataset = (
+        dataset.batch(batch_size)
+        .concatenate(empty)
+        .map(pad_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(tf.data.AUTOTUNE)
+        .with_options(_options())
+    )
+    return dataset.as_numpy_iterator, part.num_examples

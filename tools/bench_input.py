@@ -1,0 +1,94 @@
+"""Measures the training input pipeline's throughput in source images per second.
+
+  TFDS_DATA_DIR=... python tools/bench_input.py --batch 512 --batches 50
+
+Prints one JSON line. Each source image yields ``num_views`` views; the figure counts
+source images, after a warm-up that covers loading, decoding and XLA compilation.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import ml_collections
+
+# `configs/` is not a package of the install; run from anywhere in the checkout.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+
+from configs import base  # noqa: E402
+from jaxssl.data import tfds  # noqa: E402
+
+
+def measure_input_throughput(
+    data_config: ml_collections.ConfigDict,
+    global_batch_size: int,
+    num_batches: int,
+    warmup_batches: int = 5,
+) -> float:
+    """Source images per second of `tfds.make_train_iterator` on one process.
+
+    Args:
+      data_config: the ``config.data`` ConfigDict.
+      global_batch_size: batch size.
+      num_batches: batches timed after the warm-up.
+      warmup_batches: batches drawn first and not timed.
+
+    Returns:
+      Source images per second.
+    """
+    iterator = tfds.make_train_iterator(
+        data_config,
+        global_batch_size=global_batch_size,
+        seed=0,
+        start_step=0,
+        process_index=0,
+        process_count=1,
+    )
+    for _ in range(warmup_batches):
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(num_batches):
+        next(iterator)
+    return num_batches * global_batch_size / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", default="cifar10", help='TFDS name, or "fake"')
+    parser.add_argument("--data-dir", default=None, help="default: TFDS's ($TFDS_DATA_DIR)")
+    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--batches", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--views", type=int, default=2)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--no-cache", action="store_true")
+    args = parser.parse_args()
+    data_config = base.get_base_config().data
+    data_config.update(
+        name=args.name,
+        data_dir=args.data_dir,
+        num_views=args.views,
+        image_size=args.size,
+        cache=not args.no_cache,
+    )
+    start = time.perf_counter()
+    images_per_second = measure_input_throughput(data_config, args.batch, args.batches, args.warmup)
+    result = {
+        "source_images_per_s": round(images_per_second, 1),
+        "views_per_s": round(images_per_second * args.views, 1),
+        "batch": args.batch,
+        "batches": args.batches,
+        "views": args.views,
+        "image_size": args.size,
+        "cache": not args.no_cache,
+        "dataset": args.name,
+        "cpu_count": os.cpu_count(),
+        "total_s": round(time.perf_counter() - start, 1),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
