@@ -10,95 +10,105 @@ import ml_collections
 
 
 def get_base_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.seed = 0
+    config = ml_collections.ConfigDict()
+    config.seed = 0
 
-  # --- Data: TFDS name + split; augmentation parameters are plain fields. ---
-  config.data = ml_collections.ConfigDict(dict(
-      name="cifar10",
-      data_dir=ml_collections.FieldReference(None, field_type=str),  # None: $TFDS_DATA_DIR
-      train_split="train",
-      eval_train_split="train",
-      eval_test_split="test",
-      num_train_examples=50_000,
-      num_classes=10,
-      image_size=32,
-      eval_image_size=32,
-      num_views=2,
-      cache=True,
-      crop_scale=(0.08, 1.0),
-      crop_ratio=(3 / 4, 4 / 3),
-      flip_prob=0.5,
-      color_jitter_prob=0.8,
-      brightness=0.4,
-      contrast=0.4,
-      saturation=0.4,
-      hue=0.1,
-      grayscale_prob=0.2,
-      blur_prob=0.0,
-      solarize_prob=0.0,
-      mean=(0.4914, 0.4822, 0.4465),
-      std=(0.2470, 0.2435, 0.2616),
-      fake_train_examples=512,
-      fake_test_examples=256,
-  ))
+    # --- Data: TFDS name + split; augmentation parameters are plain fields. ---
+    config.data = ml_collections.ConfigDict(
+        dict(
+            name="cifar10",
+            data_dir=ml_collections.FieldReference(None, field_type=str),  # None: $TFDS_DATA_DIR
+            train_split="train",
+            eval_train_split="train",
+            eval_test_split="test",
+            num_train_examples=50_000,
+            num_classes=10,
+            image_size=32,
+            eval_image_size=32,
+            num_views=2,
+            cache=True,
+            crop_scale=(0.08, 1.0),
+            crop_ratio=(3 / 4, 4 / 3),
+            flip_prob=0.5,
+            color_jitter_prob=0.8,
+            brightness=0.4,
+            contrast=0.4,
+            saturation=0.4,
+            hue=0.1,
+            grayscale_prob=0.2,
+            blur_prob=0.0,
+            solarize_prob=0.0,
+            mean=(0.4914, 0.4822, 0.4465),
+            std=(0.2470, 0.2435, 0.2616),
+            fake_train_examples=512,
+            fake_test_examples=256,
+        )
+    )
 
-  # --- Model ---
-  config.model = ml_collections.ConfigDict(dict(
-      backbone="resnet18",
-      width=64,
-      stem="cifar",
-      projector_hidden_dim=2048,
-      projector_dim=128,
-      projector_layers=2,
-      dtype="float32",  # computation dtype; parameters and optimizer state stay float32
-      conv_impl="native",  # "im2col" is faster on XLA:CPU, "native" on TPU/GPU
-      bn_momentum=0.9,
-  ))
+    # --- Model ---
+    config.model = ml_collections.ConfigDict(
+        dict(
+            backbone="resnet18",
+            width=64,
+            stem="cifar",
+            projector_hidden_dim=2048,
+            projector_dim=128,
+            projector_layers=2,
+            dtype="float32",  # computation dtype; parameters and optimizer state stay float32
+            conv_impl="native",  # "im2col" is faster on XLA:CPU, "native" on TPU/GPU
+            bn_momentum=0.9,
+        )
+    )
 
-  # --- Method ---
-  config.method = ml_collections.ConfigDict(dict(name="simclr", temperature=0.2))
+    # --- Method ---
+    config.method = ml_collections.ConfigDict(dict(name="simclr", temperature=0.2))
 
-  # --- Training length and batch (optim refers to these) ---
-  config.train = ml_collections.ConfigDict()
-  config.train.batch_size = 512  # global, over all devices and processes
-  config.train.epochs = 100.0
-  config.train.num_steps = (
-      config.train.get_ref("epochs") * config.data.get_ref("num_train_examples")
-      // config.train.get_ref("batch_size"))
-  config.train.log_every_steps = 50
-  config.train.checkpoint_every_steps = 1000
-  config.train.keep_checkpoints = 3
-  config.train.progress_bar = True
+    # --- Training length and batch (optim refers to these) ---
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = 512  # global, over all devices and processes
+    config.train.epochs = 100.0
+    config.train.num_steps = (
+        config.train.get_ref("epochs")
+        * config.data.get_ref("num_train_examples")
+        // config.train.get_ref("batch_size")
+    )
+    config.train.log_every_steps = 50
+    config.train.checkpoint_every_steps = 1000
+    config.train.keep_checkpoints = 3
+    config.train.progress_bar = True
 
-  # --- Optimizer ---
-  config.optim = ml_collections.ConfigDict()
-  config.optim.name = "lars"  # lars | sgd | adamw
-  config.optim.base_lr = 0.3  # at batch 256; lr = base_lr * batch_size / 256
-  config.optim.lr = config.optim.get_ref("base_lr") * config.train.get_ref("batch_size") / 256
-  config.optim.weight_decay = 1e-6
-  config.optim.momentum = 0.9
-  config.optim.trust_coefficient = 0.001  # LARS eta
-  config.optim.b1 = 0.9  # adamw
-  config.optim.b2 = 0.999  # adamw
-  config.optim.warmup_epochs = 10.0
-  config.optim.warmup_steps = (
-      config.optim.get_ref("warmup_epochs") * config.data.get_ref("num_train_examples")
-      // config.train.get_ref("batch_size"))
-  config.optim.end_lr_factor = 0.0  # cosine decays to lr * end_lr_factor
+    # --- Optimizer ---
+    config.optim = ml_collections.ConfigDict()
+    config.optim.name = "lars"  # lars | sgd | adamw
+    config.optim.base_lr = 0.3  # at batch 256; lr = base_lr * batch_size / 256
+    config.optim.lr = config.optim.get_ref("base_lr") * config.train.get_ref("batch_size") / 256
+    config.optim.weight_decay = 1e-6
+    config.optim.momentum = 0.9
+    config.optim.trust_coefficient = 0.001  # LARS eta
+    config.optim.b1 = 0.9  # adamw
+    config.optim.b2 = 0.999  # adamw
+    config.optim.warmup_epochs = 10.0
+    config.optim.warmup_steps = (
+        config.optim.get_ref("warmup_epochs")
+        * config.data.get_ref("num_train_examples")
+        // config.train.get_ref("batch_size")
+    )
+    config.optim.end_lr_factor = 0.0  # cosine decays to lr * end_lr_factor
 
-  # --- Evaluators ---
-  config.evals = ml_collections.ConfigDict()
-  # Online linear probe on stop_gradient(backbone features) of the augmented views, trained
-  # in the same step with its own optimizer; it never sends gradients to the backbone.
-  config.evals.probe = ml_collections.ConfigDict(dict(lr=1e-3, weight_decay=0.0))
-  config.evals.knn = ml_collections.ConfigDict(dict(
-      every_steps=ml_collections.FieldReference(0, field_type=int),  # 0: only at the end
-      k=200,
-      temperature=0.1,
-      batch_size=1000,
-  ))
+    # --- Evaluators ---
+    config.evals = ml_collections.ConfigDict()
+    # Online linear probe on stop_gradient(backbone features) of the augmented views, trained
+    # in the same step with its own optimizer; it never sends gradients to the backbone.
+    config.evals.probe = ml_collections.ConfigDict(dict(lr=1e-3, weight_decay=0.0))
+    config.evals.knn = ml_collections.ConfigDict(
+        dict(
+            every_steps=ml_collections.FieldReference(0, field_type=int),  # 0: only at the end
+            k=200,
+            temperature=0.1,
+            batch_size=1000,
+        )
+    )
 
-  # --- Mesh: a 1-D ("data",) mesh; -1 means all devices. ---
-  config.mesh = ml_collections.ConfigDict(dict(data=-1))
-  return config
+    # --- Mesh: a 1-D ("data",) mesh; -1 means all devices. ---
+    config.mesh = ml_collections.ConfigDict(dict(data=-1))
+    return config

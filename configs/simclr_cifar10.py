@@ -28,49 +28,49 @@ PRESETS = ("default", "cpu", "smoke")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  preset = arg or "default"
-  if preset not in PRESETS:
-    raise ValueError(f"Unknown preset {preset!r} for simclr_cifar10; valid: {PRESETS}.")
-  config = base.get_base_config()
-  config.method.name = "simclr"
-  config.method.temperature = 0.2
-  config.model.backbone = "resnet18"
-  config.model.projector_hidden_dim = 2048
-  config.model.projector_dim = 128
-  config.train.batch_size = 512
-  config.train.epochs = 800.0
-  config.optim.name = "lars"
-  config.optim.base_lr = 0.3
-  config.optim.weight_decay = 1e-6
-  config.optim.warmup_epochs = 10.0
-  config.train.checkpoint_every_steps = 5000
-  config.evals.knn.every_steps = 10_000
+    preset = arg or "default"
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r} for simclr_cifar10; valid: {PRESETS}.")
+    config = base.get_base_config()
+    config.method.name = "simclr"
+    config.method.temperature = 0.2
+    config.model.backbone = "resnet18"
+    config.model.projector_hidden_dim = 2048
+    config.model.projector_dim = 128
+    config.train.batch_size = 512
+    config.train.epochs = 800.0
+    config.optim.name = "lars"
+    config.optim.base_lr = 0.3
+    config.optim.weight_decay = 1e-6
+    config.optim.warmup_epochs = 10.0
+    config.train.checkpoint_every_steps = 5000
+    config.evals.knn.every_steps = 10_000
 
-  if preset == "cpu":
-    config.model.width = 32
-    config.model.dtype = "bfloat16"
-    config.model.conv_impl = "im2col"
-    config.train.batch_size = 256
-    config.train.epochs = 6.0
-    config.optim.base_lr = 0.5
-    config.optim.weight_decay = 1e-5
-    config.optim.warmup_epochs = 0.5
-    config.train.log_every_steps = 20
-    config.train.checkpoint_every_steps = 200
-    config.evals.knn.every_steps = 0
+    if preset == "cpu":
+        config.model.width = 32
+        config.model.dtype = "bfloat16"
+        config.model.conv_impl = "im2col"
+        config.train.batch_size = 256
+        config.train.epochs = 6.0
+        config.optim.base_lr = 0.5
+        config.optim.weight_decay = 1e-5
+        config.optim.warmup_epochs = 0.5
+        config.train.log_every_steps = 20
+        config.train.checkpoint_every_steps = 200
+        config.evals.knn.every_steps = 0
 
-  if preset == "smoke":
-    config.data.name = "fake"
-    config.data.num_train_examples = config.data.fake_train_examples
-    config.model.width = 4
-    config.model.projector_hidden_dim = 32
-    config.model.projector_dim = 16
-    config.train.batch_size = 32
-    config.train.epochs = 0.25  # 4 steps
-    config.optim.warmup_epochs = 0.0625  # 1 step
-    config.train.log_every_steps = 1
-    config.train.checkpoint_every_steps = 2
-    config.evals.knn.every_steps = 0
-    config.evals.knn.k = 10
-    config.evals.knn.batch_size = 64
-  return config
+    if preset == "smoke":
+        config.data.name = "fake"
+        config.data.num_train_examples = config.data.fake_train_examples
+        config.model.width = 4
+        config.model.projector_hidden_dim = 32
+        config.model.projector_dim = 16
+        config.train.batch_size = 32
+        config.train.epochs = 0.25  # 4 steps
+        config.optim.warmup_epochs = 0.0625  # 1 step
+        config.train.log_every_steps = 1
+        config.train.checkpoint_every_steps = 2
+        config.evals.knn.every_steps = 0
+        config.evals.knn.k = 10
+        config.evals.knn.batch_size = 64
+    return config

@@ -7,11 +7,11 @@ USAGE = f"usage: jaxssl {{{','.join(COMMANDS)}}} --config configs/X.py[:preset] 
 
 
 def main() -> None:
-  if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
-    print(USAGE, file=sys.stderr)
-    sys.exit(2)
-  command, rest = sys.argv[1], sys.argv[2:]
-  if command == "train":
-    from jaxssl import train  # noqa: PLC0415
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        print(USAGE, file=sys.stderr)
+        sys.exit(2)
+    command, rest = sys.argv[1], sys.argv[2:]
+    if command == "train":
+        from jaxssl import train  # noqa: PLC0415
 
-    train.run([f"jaxssl {command}", *rest])
+        train.run([f"jaxssl {command}", *rest])

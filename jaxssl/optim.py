@@ -6,66 +6,78 @@ import optax
 
 
 def make_lr_schedule(config: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
-  """Linear warmup from 0 to ``config.lr``, then cosine decay to ``lr * end_lr_factor``.
+    """Linear warmup from 0 to ``config.lr``, then cosine decay to ``lr * end_lr_factor``.
 
-  Args:
-    config: the ``config.optim`` section (``lr``, ``warmup_steps``, ``end_lr_factor``).
-    num_steps: total training steps.
+    Args:
+      config: the ``config.optim`` section (``lr``, ``warmup_steps``, ``end_lr_factor``).
+      num_steps: total training steps.
 
-  Returns:
-    A schedule mapping the step to the learning rate.
-  """
-  warmup = int(min(config.warmup_steps, max(num_steps - 1, 0)))
-  return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=config.lr, warmup_steps=warmup,
-      decay_steps=max(num_steps, warmup + 1), end_value=config.lr * config.end_lr_factor)
+    Returns:
+      A schedule mapping the step to the learning rate.
+    """
+    warmup = int(min(config.warmup_steps, max(num_steps - 1, 0)))
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=config.lr,
+        warmup_steps=warmup,
+        decay_steps=max(num_steps, warmup + 1),
+        end_value=config.lr * config.end_lr_factor,
+    )
 
 
 def decay_mask(params) -> object:
-  """True for weights that get weight decay and LARS adaptation: kernels, not biases or norms.
+    """True for weights that get weight decay and LARS adaptation: kernels, not biases or norms.
 
-  Biases and BatchNorm scales/offsets are vectors; excluding them follows SimCLR / BYOL
-  (LARS "exclude bias and BN") and keeps the trust ratio of tiny vectors from exploding.
-  """
-  return jax.tree.map(lambda p: p.ndim > 1, params)
+    Biases and BatchNorm scales/offsets are vectors; excluding them follows SimCLR / BYOL
+    (LARS "exclude bias and BN") and keeps the trust ratio of tiny vectors from exploding.
+    """
+    return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def make_optimizer(config: ml_collections.ConfigDict,
-                   num_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """Optimizer named by ``config.name`` from ``OPTIMIZERS``.
+def make_optimizer(
+    config: ml_collections.ConfigDict, num_steps: int
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """Optimizer named by ``config.name`` from ``OPTIMIZERS``.
 
-  Args:
-    config: the ``config.optim`` section.
-    num_steps: total training steps (for the schedule).
+    Args:
+      config: the ``config.optim`` section.
+      num_steps: total training steps (for the schedule).
 
-  Returns:
-    ``(tx, lr_schedule)``.
+    Returns:
+      ``(tx, lr_schedule)``.
 
-  References:
-    You et al., Large Batch Training of Convolutional Networks (LARS), 2017.
-    Loshchilov & Hutter, Decoupled Weight Decay Regularization (AdamW), ICLR 2019.
-  """
-  if config.name not in OPTIMIZERS:
-    raise ValueError(f"Unknown optimizer {config.name!r}; valid: {sorted(OPTIMIZERS)}.")
-  schedule = make_lr_schedule(config, num_steps)
-  return OPTIMIZERS[config.name](config, schedule), schedule
+    References:
+      You et al., Large Batch Training of Convolutional Networks (LARS), 2017.
+      Loshchilov & Hutter, Decoupled Weight Decay Regularization (AdamW), ICLR 2019.
+    """
+    if config.name not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {config.name!r}; valid: {sorted(OPTIMIZERS)}.")
+    schedule = make_lr_schedule(config, num_steps)
+    return OPTIMIZERS[config.name](config, schedule), schedule
 
 
 def _lars(config, schedule):
-  return optax.lars(schedule, weight_decay=config.weight_decay, weight_decay_mask=decay_mask,
-                    trust_coefficient=config.trust_coefficient, trust_ratio_mask=decay_mask,
-                    momentum=config.momentum)
+    return optax.lars(
+        schedule,
+        weight_decay=config.weight_decay,
+        weight_decay_mask=decay_mask,
+        trust_coefficient=config.trust_coefficient,
+        trust_ratio_mask=decay_mask,
+        momentum=config.momentum,
+    )
 
 
 def _sgd(config, schedule):
-  return optax.chain(
-      optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
-      optax.sgd(schedule, momentum=config.momentum))
+    return optax.chain(
+        optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
+        optax.sgd(schedule, momentum=config.momentum),
+    )
 
 
 def _adamw(config, schedule):
-  return optax.adamw(schedule, b1=config.b1, b2=config.b2, weight_decay=config.weight_decay,
-                     mask=decay_mask)
+    return optax.adamw(
+        schedule, b1=config.b1, b2=config.b2, weight_decay=config.weight_decay, mask=decay_mask
+    )
 
 
 OPTIMIZERS = {"lars": _lars, "sgd": _sgd, "adamw": _adamw}

@@ -11,35 +11,43 @@ import optax
 
 @flax.struct.dataclass
 class TrainState:
-  """Everything the future of a run depends on, apart from the config.
+    """Everything the future of a run depends on, apart from the config.
 
-  The optax transforms and the model definitions stay outside (static); the input pipeline's
-  position and every random key are functions of ``step``, so they need no field.
-  """
+    The optax transforms and the model definitions stay outside (static); the input pipeline's
+    position and every random key are functions of ``step``, so they need no field.
+    """
 
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-  probe_params: Any
-  probe_opt_state: Any
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    probe_params: Any
+    probe_opt_state: Any
 
 
-def make_init_fn(model: nn.Module, probe: nn.Module, tx: optax.GradientTransformation,
-                 probe_tx: optax.GradientTransformation, image_shape: tuple[int, ...]):
-  """Returns ``init_fn(key) -> TrainState``, to be jitted with the state's shardings."""
+def make_init_fn(
+    model: nn.Module,
+    probe: nn.Module,
+    tx: optax.GradientTransformation,
+    probe_tx: optax.GradientTransformation,
+    image_shape: tuple[int, ...],
+):
+    """Returns ``init_fn(key) -> TrainState``, to be jitted with the state's shardings."""
 
-  def init_fn(key: jax.Array) -> TrainState:
-    model_key, probe_key = jax.random.split(key)
-    variables = model.init(model_key, jnp.zeros((2, *image_shape), jnp.float32), train=True)
-    features = model.apply(variables, jnp.zeros((1, *image_shape), jnp.float32),
-                           method=model.embed)
-    probe_params = probe.init(probe_key, jnp.zeros_like(features))["params"]
-    return TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=variables["params"],
-        batch_stats=variables["batch_stats"],
-        opt_state=tx.init(variables["params"]),
-        probe_params=probe_params,
-        probe_opt_state=probe_tx.init(probe_params))
-  return init_fn
+    def init_fn(key: jax.Array) -> TrainState:
+        model_key, probe_key = jax.random.split(key)
+        variables = model.init(model_key, jnp.zeros((2, *image_shape), jnp.float32), train=True)
+        features = model.apply(
+            variables, jnp.zeros((1, *image_shape), jnp.float32), method=model.embed
+        )
+        probe_params = probe.init(probe_key, jnp.zeros_like(features))["params"]
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=variables["params"],
+            batch_stats=variables["batch_stats"],
+            opt_state=tx.init(variables["params"]),
+            probe_params=probe_params,
+            probe_opt_state=probe_tx.init(probe_params),
+        )
+
+    return init_fn

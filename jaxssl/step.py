@@ -12,66 +12,79 @@ import optax
 from jaxssl.state import TrainState
 
 
-def make_train_step(model: nn.Module, method: ModuleType, probe: nn.Module,
-                    tx: optax.GradientTransformation, probe_tx: optax.GradientTransformation,
-                    lr_schedule: optax.Schedule, config: ml_collections.ConfigDict,
-                    base_key: jax.Array) -> Callable:
-  """Builds ``step_fn(state, batch) -> (state, metrics)``.
+def make_train_step(
+    model: nn.Module,
+    method: ModuleType,
+    probe: nn.Module,
+    tx: optax.GradientTransformation,
+    probe_tx: optax.GradientTransformation,
+    lr_schedule: optax.Schedule,
+    config: ml_collections.ConfigDict,
+    base_key: jax.Array,
+) -> Callable:
+    """Builds ``step_fn(state, batch) -> (state, metrics)``.
 
-  Args:
-    model: the method's ``SSLModel``.
-    method: the method module (``loss_fn``).
-    probe: linear classifier trained on ``stop_gradient`` backbone features.
-    tx: optimizer of the model parameters.
-    probe_tx: optimizer of the probe.
-    lr_schedule: for logging the learning rate.
-    config: the full run config.
-    base_key: the run's base key; the step's key is ``fold_in(base_key, step)``, so a resumed
-      run draws the same randomness without storing keys.
+    Args:
+      model: the method's ``SSLModel``.
+      method: the method module (``loss_fn``).
+      probe: linear classifier trained on ``stop_gradient`` backbone features.
+      tx: optimizer of the model parameters.
+      probe_tx: optimizer of the probe.
+      lr_schedule: for logging the learning rate.
+      config: the full run config.
+      base_key: the run's base key; the step's key is ``fold_in(base_key, step)``, so a resumed
+        run draws the same randomness without storing keys.
 
-  Returns:
-    The step function (not yet jitted).
-  """
+    Returns:
+      The step function (not yet jitted).
+    """
 
-  def step_fn(state: TrainState, batch: dict[str, jax.Array]):
-    rng = jax.random.fold_in(base_key, state.step)
-    views, labels = batch["global"], batch["label"]  # [B, V, H, W, 3], [B]
-    num_views = views.shape[1]
+    def step_fn(state: TrainState, batch: dict[str, jax.Array]):
+        rng = jax.random.fold_in(base_key, state.step)
+        views, labels = batch["global"], batch["label"]  # [B, V, H, W, 3], [B]
+        num_views = views.shape[1]
 
-    def total_loss(params, probe_params):
-      variables = {"params": params, "batch_stats": state.batch_stats}
-      loss, (features, batch_stats, metrics) = method.loss_fn(
-          model, variables, views, config.method, rng)
-      # The probe reads features but must never shape them: labels stay out of pre-training.
-      features = jax.lax.stop_gradient(features.reshape(-1, features.shape[-1]))  # [B*V, D]
-      logits = probe.apply({"params": probe_params}, features)  # [B*V, C]
-      probe_labels = jnp.repeat(labels, num_views)  # [B*V], batch-major like features
-      probe_loss = optax.softmax_cross_entropy_with_integer_labels(logits, probe_labels).mean()
-      metrics = {
-          **metrics,
-          "train/loss": loss,
-          "probe/loss": probe_loss,
-          "probe/top1": jnp.mean(jnp.argmax(logits, -1) == probe_labels),
-      }
-      return loss + probe_loss, (batch_stats, metrics)
+        def total_loss(params, probe_params):
+            variables = {"params": params, "batch_stats": state.batch_stats}
+            loss, (features, batch_stats, metrics) = method.loss_fn(
+                model, variables, views, config.method, rng
+            )
+            # The probe reads features but must never shape them: labels stay out of pre-training.
+            features = jax.lax.stop_gradient(features.reshape(-1, features.shape[-1]))  # [B*V, D]
+            logits = probe.apply({"params": probe_params}, features)  # [B*V, C]
+            probe_labels = jnp.repeat(labels, num_views)  # [B*V], batch-major like features
+            probe_loss = optax.softmax_cross_entropy_with_integer_labels(
+                logits, probe_labels
+            ).mean()
+            metrics = {
+                **metrics,
+                "train/loss": loss,
+                "probe/loss": probe_loss,
+                "probe/top1": jnp.mean(jnp.argmax(logits, -1) == probe_labels),
+            }
+            return loss + probe_loss, (batch_stats, metrics)
 
-    grad_fn = jax.value_and_grad(total_loss, argnums=(0, 1), has_aux=True)
-    (_, (batch_stats, metrics)), (grads, probe_grads) = grad_fn(state.params, state.probe_params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    probe_updates, probe_opt_state = probe_tx.update(
-        probe_grads, state.probe_opt_state, state.probe_params)
-    new_state = state.replace(
-        step=state.step + 1,
-        params=optax.apply_updates(state.params, updates),
-        batch_stats=batch_stats,
-        opt_state=opt_state,
-        probe_params=optax.apply_updates(state.probe_params, probe_updates),
-        probe_opt_state=probe_opt_state)
-    metrics = {
-        **metrics,
-        "train/lr": lr_schedule(state.step),
-        "train/grad_norm": optax.tree.norm(grads),
-    }
-    return new_state, metrics
+        grad_fn = jax.value_and_grad(total_loss, argnums=(0, 1), has_aux=True)
+        (_, (batch_stats, metrics)), (grads, probe_grads) = grad_fn(
+            state.params, state.probe_params
+        )
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        probe_updates, probe_opt_state = probe_tx.update(
+            probe_grads, state.probe_opt_state, state.probe_params
+        )
+        new_state = state.replace(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, updates),
+            batch_stats=batch_stats,
+            opt_state=opt_state,
+            probe_params=optax.apply_updates(state.probe_params, probe_updates),
+            probe_opt_state=probe_opt_state,
+        )
+        metrics = {
+            **metrics,
+            "train/lr": lr_schedule(state.step),
+            "train/grad_norm": optax.tree.norm(grads),
+        }
+        return new_state, metrics
 
-  return step_fn
+    return step_fn

@@ -8,93 +8,102 @@ import optax
 import pytest
 
 from configs import simclr_cifar10
-from jaxssl import methods, optim, sharding, state as state_lib, step as step_lib
+from jaxssl import methods, optim, sharding
+from jaxssl import state as state_lib
+from jaxssl import step as step_lib
 
 
 def _setup(num_devices, conv_impl="native"):
-  config = simclr_cifar10.get_config("smoke")
-  config.optim.name = "sgd"  # LARS+warmup starts at lr 0; SGD moves params on step 1
-  config.optim.warmup_epochs = 0.0
-  config.model.conv_impl = conv_impl
-  config.mesh.data = num_devices
-  mesh = sharding.make_mesh(config.mesh)
-  method = methods.get_method(config.method.name)
-  model = method.build_model(config)
-  probe = nn.Dense(config.data.num_classes)
-  tx, schedule = optim.make_optimizer(config.optim, config.train.num_steps)
-  probe_tx = optax.adam(1e-3)
-  init_fn = state_lib.make_init_fn(model, probe, tx, probe_tx, (32, 32, 3))
-  key = jax.random.key(0)
-  replicated = sharding.replicated(mesh)
-  state = jax.jit(init_fn, out_shardings=replicated)(key)
-  step_fn = step_lib.make_train_step(model, method, probe, tx, probe_tx, schedule, config, key)
-  train_step = jax.jit(step_fn, in_shardings=(replicated, sharding.batch_sharding(mesh)),
-                       out_shardings=(replicated, replicated), donate_argnums=(0,))
-  return config, mesh, model, method, state, train_step
+    config = simclr_cifar10.get_config("smoke")
+    config.optim.name = "sgd"  # LARS+warmup starts at lr 0; SGD moves params on step 1
+    config.optim.warmup_epochs = 0.0
+    config.model.conv_impl = conv_impl
+    config.mesh.data = num_devices
+    mesh = sharding.make_mesh(config.mesh)
+    method = methods.get_method(config.method.name)
+    model = method.build_model(config)
+    probe = nn.Dense(config.data.num_classes)
+    tx, schedule = optim.make_optimizer(config.optim, config.train.num_steps)
+    probe_tx = optax.adam(1e-3)
+    init_fn = state_lib.make_init_fn(model, probe, tx, probe_tx, (32, 32, 3))
+    key = jax.random.key(0)
+    replicated = sharding.replicated(mesh)
+    state = jax.jit(init_fn, out_shardings=replicated)(key)
+    step_fn = step_lib.make_train_step(model, method, probe, tx, probe_tx, schedule, config, key)
+    train_step = jax.jit(
+        step_fn,
+        in_shardings=(replicated, sharding.batch_sharding(mesh)),
+        out_shardings=(replicated, replicated),
+        donate_argnums=(0,),
+    )
+    return config, mesh, model, method, state, train_step
 
 
 def _batch(config, seed=0):
-  rng = np.random.default_rng(seed)
-  b = config.train.batch_size
-  return {
-      "global": rng.normal(size=(b, 2, 32, 32, 3)).astype(np.float32),
-      "label": rng.integers(0, 10, size=(b,)).astype(np.int32),
-      "index": np.arange(b, dtype=np.int32),
-  }
+    rng = np.random.default_rng(seed)
+    b = config.train.batch_size
+    return {
+        "global": rng.normal(size=(b, 2, 32, 32, 3)).astype(np.float32),
+        "label": rng.integers(0, 10, size=(b,)).astype(np.int32),
+        "index": np.arange(b, dtype=np.int32),
+    }
 
 
 def _run(num_devices, conv_impl="native"):
-  config, mesh, model, method, state, train_step = _setup(num_devices, conv_impl)
-  host_batch = _batch(config)
-  batch = sharding.to_global(host_batch, mesh)
-  assert len(batch["global"].sharding.device_set) == num_devices
+    config, mesh, model, method, state, train_step = _setup(num_devices, conv_impl)
+    host_batch = _batch(config)
+    batch = sharding.to_global(host_batch, mesh)
+    assert len(batch["global"].sharding.device_set) == num_devices
 
-  def ssl_loss(params, batch_stats, views):
-    loss, _ = method.loss_fn(model, {"params": params, "batch_stats": batch_stats}, views,
-                             config.method, None)
-    return loss
+    def ssl_loss(params, batch_stats, views):
+        loss, _ = method.loss_fn(
+            model, {"params": params, "batch_stats": batch_stats}, views, config.method, None
+        )
+        return loss
 
-  grads = jax.jit(jax.grad(ssl_loss))(state.params, state.batch_stats, batch["global"])
-  history = []
-  for seed in range(2):
-    batch = sharding.to_global(_batch(config, seed), mesh)
-    state, metrics = train_step(state, batch)
-    history.append(jax.device_get(metrics))
-  return jax.device_get(state), history, jax.device_get(grads), train_step
+    grads = jax.jit(jax.grad(ssl_loss))(state.params, state.batch_stats, batch["global"])
+    history = []
+    for seed in range(2):
+        batch = sharding.to_global(_batch(config, seed), mesh)
+        state, metrics = train_step(state, batch)
+        history.append(jax.device_get(metrics))
+    return jax.device_get(state), history, jax.device_get(grads), train_step
 
 
 def test_one_and_eight_devices_agree():
-  state1, history1, grads1, _ = _run(1)
-  state8, history8, grads8, step8 = _run(8)
-  for m1, m8 in zip(history1, history8):
-    np.testing.assert_allclose(m1["train/loss"], m8["train/loss"], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(m1["probe/loss"], m8["probe/loss"], rtol=1e-5, atol=1e-5)
-  chex.assert_trees_all_close(grads1, grads8, atol=1e-5, rtol=1e-4)
-  chex.assert_trees_all_close(state1.batch_stats, state8.batch_stats, atol=1e-5, rtol=1e-5)
-  chex.assert_trees_all_close(state1.params, state8.params, atol=1e-5, rtol=1e-4)
-  assert step8._cache_size() == 1  # the second step reused the first compilation
-  # The step moved the parameters (the comparison above is not vacuous).
-  _, _, _, _, fresh, _ = _setup(1)
-  diff = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), jax.device_get(fresh.params),
-                      state1.params)
-  assert max(jax.tree.leaves(diff)) > 1e-4
+    state1, history1, grads1, _ = _run(1)
+    state8, history8, grads8, step8 = _run(8)
+    for m1, m8 in zip(history1, history8, strict=True):
+        np.testing.assert_allclose(m1["train/loss"], m8["train/loss"], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(m1["probe/loss"], m8["probe/loss"], rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(grads1, grads8, atol=1e-5, rtol=1e-4)
+    chex.assert_trees_all_close(state1.batch_stats, state8.batch_stats, atol=1e-5, rtol=1e-5)
+    chex.assert_trees_all_close(state1.params, state8.params, atol=1e-5, rtol=1e-4)
+    assert step8._cache_size() == 1  # the second step reused the first compilation
+    # The step moved the parameters (the comparison above is not vacuous).
+    _, _, _, _, fresh, _ = _setup(1)
+    diff = jax.tree.map(
+        lambda a, b: float(np.abs(a - b).max()), jax.device_get(fresh.params), state1.params
+    )
+    assert max(jax.tree.leaves(diff)) > 1e-4
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_im2col_matches_native(dtype):
-  from jaxssl.models import conv
+    from jaxssl.models import conv
 
-  rng = np.random.default_rng(0)
-  x = rng.normal(size=(2, 9, 9, 5)).astype(np.float32)
-  for kernel_size, strides in [((3, 3), 1), ((3, 3), 2), ((1, 1), 2), ((7, 7), 2)]:
-    outs, grads = [], []
-    for impl in ("native", "im2col"):
-      layer = conv.Conv(6, kernel_size, strides, dtype=dtype, implementation=impl)
-      variables = layer.init(jax.random.key(0), x)
-      f = jax.jit(lambda v, x, layer=layer: layer.apply(v, x).astype(np.float32).sum())
-      outs.append(jax.jit(layer.apply)(variables, x))
-      grads.append(jax.grad(f)(variables, x))
-    tol = 1e-5 if dtype == "float32" else 5e-2
-    np.testing.assert_allclose(np.asarray(outs[0], np.float32), np.asarray(outs[1], np.float32),
-                               atol=tol, rtol=tol)
-    chex.assert_trees_all_close(grads[0], grads[1], atol=tol * 10, rtol=tol)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 9, 9, 5)).astype(np.float32)
+    for kernel_size, strides in [((3, 3), 1), ((3, 3), 2), ((1, 1), 2), ((7, 7), 2)]:
+        outs, grads = [], []
+        for impl in ("native", "im2col"):
+            layer = conv.Conv(6, kernel_size, strides, dtype=dtype, implementation=impl)
+            variables = layer.init(jax.random.key(0), x)
+            f = jax.jit(lambda v, x, layer=layer: layer.apply(v, x).astype(np.float32).sum())
+            outs.append(jax.jit(layer.apply)(variables, x))
+            grads.append(jax.grad(f)(variables, x))
+        tol = 1e-5 if dtype == "float32" else 5e-2
+        np.testing.assert_allclose(
+            np.asarray(outs[0], np.float32), np.asarray(outs[1], np.float32), atol=tol, rtol=tol
+        )
+        chex.assert_trees_all_close(grads[0], grads[1], atol=tol * 10, rtol=tol)

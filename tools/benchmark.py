@@ -22,8 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Run config[:preset].",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Run config[:preset].", lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed train steps (after 2 warm-up steps).")
 _PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches", 20, "Batches to time the input.")
 _OUT = flags.DEFINE_string("out", None, "Also write the JSON result to this file.")
@@ -31,85 +30,96 @@ flags.mark_flag_as_required("config")
 
 
 def main(argv):
-  del argv
-  import jax
-  import numpy as np
+    del argv
+    import jax
+    import numpy as np
 
-  from jaxssl import sharding, trainer
-  from jaxssl.data import tfds as input_pipeline
+    from jaxssl import sharding, trainer
+    from jaxssl.data import tfds as input_pipeline
 
-  config = _CONFIG.value
-  mesh = sharding.make_mesh(config.mesh)
-  run = trainer.build(config, mesh)
-  batch_size, views = config.train.batch_size, config.data.num_views
-  size = config.data.image_size
-  rng = np.random.default_rng(0)
-  host_batch = {
-      "global": rng.normal(size=(batch_size, views, size, size, 3)).astype(np.float32),
-      "label": rng.integers(0, config.data.num_classes, size=batch_size).astype(np.int32),
-      "index": np.arange(batch_size, dtype=np.int32),
-  }
-  state = jax.jit(run.init_fn, out_shardings=sharding.replicated(mesh))(run.init_key)
-  batch = sharding.to_global(host_batch, mesh)
+    config = _CONFIG.value
+    mesh = sharding.make_mesh(config.mesh)
+    run = trainer.build(config, mesh)
+    batch_size, views = config.train.batch_size, config.data.num_views
+    size = config.data.image_size
+    rng = np.random.default_rng(0)
+    host_batch = {
+        "global": rng.normal(size=(batch_size, views, size, size, 3)).astype(np.float32),
+        "label": rng.integers(0, config.data.num_classes, size=batch_size).astype(np.int32),
+        "index": np.arange(batch_size, dtype=np.int32),
+    }
+    state = jax.jit(run.init_fn, out_shardings=sharding.replicated(mesh))(run.init_key)
+    batch = sharding.to_global(host_batch, mesh)
 
-  # --- Compile ---
-  start = time.perf_counter()
-  compiled = run.train_step.lower(state, batch).compile()
-  compile_seconds = time.perf_counter() - start
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, list) else cost
-  flops_per_image = float(cost.get("flops", float("nan"))) / (batch_size * views)
-
-  # --- Step alone (synthetic batch already on device) ---
-  for _ in range(2):
-    state, metrics = compiled(state, batch)
-  jax.block_until_ready(metrics)
-  times = []
-  for _ in range(_STEPS.value):
+    # --- Compile ---
     start = time.perf_counter()
-    state, metrics = compiled(state, batch)
+    compiled = run.train_step.lower(state, batch).compile()
+    compile_seconds = time.perf_counter() - start
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    flops_per_image = float(cost.get("flops", float("nan"))) / (batch_size * views)
+
+    # --- Step alone (synthetic batch already on device) ---
+    for _ in range(2):
+        state, metrics = compiled(state, batch)
     jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - start)
-  step_seconds = statistics.median(times)
-  img_per_s = batch_size * views / step_seconds
+    times = []
+    for _ in range(_STEPS.value):
+        start = time.perf_counter()
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+    step_seconds = statistics.median(times)
+    img_per_s = batch_size * views / step_seconds
 
-  # --- Input pipeline alone ---
-  iterator = input_pipeline.make_train_iterator(
-      config.data, global_batch_size=batch_size, seed=0, start_step=0,
-      process_index=jax.process_index(), process_count=jax.process_count())
-  for _ in range(3):
-    next(iterator)
-  start = time.perf_counter()
-  for _ in range(_PIPELINE_BATCHES.value):
-    next(iterator)
-  pipeline_src_per_s = _PIPELINE_BATCHES.value * batch_size / (time.perf_counter() - start)
+    # --- Input pipeline alone ---
+    iterator = input_pipeline.make_train_iterator(
+        config.data,
+        global_batch_size=batch_size,
+        seed=0,
+        start_step=0,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    for _ in range(3):
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(_PIPELINE_BATCHES.value):
+        next(iterator)
+    pipeline_src_per_s = _PIPELINE_BATCHES.value * batch_size / (time.perf_counter() - start)
 
-  # --- Step fed by the pipeline ---
-  start = time.perf_counter()
-  for _ in range(_STEPS.value):
-    state, metrics = compiled(state, sharding.to_global(next(iterator), mesh))
-  jax.block_until_ready(metrics)
-  fed_img_per_s = _STEPS.value * batch_size * views / (time.perf_counter() - start)
+    # --- Step fed by the pipeline ---
+    start = time.perf_counter()
+    for _ in range(_STEPS.value):
+        state, metrics = compiled(state, sharding.to_global(next(iterator), mesh))
+    jax.block_until_ready(metrics)
+    fed_img_per_s = _STEPS.value * batch_size * views / (time.perf_counter() - start)
 
-  result = {
-      "config": {"backbone": config.model.backbone, "width": config.model.width,
-                 "image_size": size, "dtype": config.model.dtype,
-                 "conv_impl": config.model.conv_impl, "batch_size": batch_size,
-                 "views": views, "devices": mesh.devices.size},
-      "step_img_per_s": round(img_per_s, 1),
-      "step_ms_median": round(step_seconds * 1e3, 1),
-      "flops_per_image": flops_per_image,
-      "achieved_gflop_per_s": round(flops_per_image * img_per_s / 1e9, 1),
-      "compile_seconds": round(compile_seconds, 1),
-      "pipeline_src_img_per_s": round(pipeline_src_per_s, 1),
-      "fed_step_img_per_s": round(fed_img_per_s, 1),
-      "peak_host_memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-  }
-  print(json.dumps(result))
-  if _OUT.value:
-    with open(_OUT.value, "w") as f:
-      json.dump(result, f, indent=2)
+    result = {
+        "config": {
+            "backbone": config.model.backbone,
+            "width": config.model.width,
+            "image_size": size,
+            "dtype": config.model.dtype,
+            "conv_impl": config.model.conv_impl,
+            "batch_size": batch_size,
+            "views": views,
+            "devices": mesh.devices.size,
+        },
+        "step_img_per_s": round(img_per_s, 1),
+        "step_ms_median": round(step_seconds * 1e3, 1),
+        "flops_per_image": flops_per_image,
+        "achieved_gflop_per_s": round(flops_per_image * img_per_s / 1e9, 1),
+        "compile_seconds": round(compile_seconds, 1),
+        "pipeline_src_img_per_s": round(pipeline_src_per_s, 1),
+        "fed_step_img_per_s": round(fed_img_per_s, 1),
+        "peak_host_memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+    print(json.dumps(result))
+    if _OUT.value:
+        with open(_OUT.value, "w") as f:
+            json.dump(result, f, indent=2)
 
 
 if __name__ == "__main__":
-  app.run(main)
+    app.run(main)

@@ -18,47 +18,54 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Run config[:preset].",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Run config[:preset].", lock_config=True)
 _OUT = flags.DEFINE_string("out", None, "Also write the JSON result to this file.")
 flags.mark_flag_as_required("config")
 
 
 def main(argv):
-  del argv
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
+    del argv
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
 
-  from jaxssl import sharding, trainer
-  from jaxssl.evals import knn
+    from jaxssl import sharding, trainer
+    from jaxssl.evals import knn
 
-  config = _CONFIG.value
-  mesh = sharding.make_mesh(config.mesh)
-  run = trainer.build(config, mesh)
-  state = jax.jit(run.init_fn, out_shardings=sharding.replicated(mesh))(run.init_key)
-  evaluator = trainer.make_knn_evaluator(config, run.model, mesh)
-  result = {"protocol": f"kNN k={config.evals.knn.k} T={config.evals.knn.temperature} cosine, "
-                        f"{config.data.eval_train_split} -> {config.data.eval_test_split}"}
-  result["random_init_knn_top1"] = evaluator.run(state)["knn/top1"]
+    config = _CONFIG.value
+    mesh = sharding.make_mesh(config.mesh)
+    run = trainer.build(config, mesh)
+    state = jax.jit(run.init_fn, out_shardings=sharding.replicated(mesh))(run.init_key)
+    evaluator = trainer.make_knn_evaluator(config, run.model, mesh)
+    result = {
+        "protocol": f"kNN k={config.evals.knn.k} T={config.evals.knn.temperature} cosine, "
+        f"{config.data.eval_train_split} -> {config.data.eval_test_split}"
+    }
+    result["random_init_knn_top1"] = evaluator.run(state)["knn/top1"]
 
-  mean, std = np.asarray(config.data.mean), np.asarray(config.data.std)
+    mean, std = np.asarray(config.data.mean), np.asarray(config.data.std)
 
-  def raw_pixels(variables, images):  # undo the pipeline's normalization, centre per image
-    del variables
-    pixels = (images * std + mean).reshape(images.shape[0], -1)
-    return pixels - jnp.mean(pixels, axis=-1, keepdims=True)
+    def raw_pixels(variables, images):  # undo the pipeline's normalization, centre per image
+        del variables
+        pixels = (images * std + mean).reshape(images.shape[0], -1)
+        return pixels - jnp.mean(pixels, axis=-1, keepdims=True)
 
-  pixel_evaluator = knn.KNNEvaluator(
-      run.model, evaluator.make_memory_batches, evaluator.make_query_batches, mesh,
-      ks=(config.evals.knn.k,), temperature=config.evals.knn.temperature,
-      num_classes=config.data.num_classes, embed_fn=jax.jit(raw_pixels))
-  result["raw_pixels_knn_top1"] = pixel_evaluator.run(state)["knn/top1"]
-  print(json.dumps(result))
-  if _OUT.value:
-    with open(_OUT.value, "w") as f:
-      json.dump(result, f, indent=2)
+    pixel_evaluator = knn.KNNEvaluator(
+        run.model,
+        evaluator.make_memory_batches,
+        evaluator.make_query_batches,
+        mesh,
+        ks=(config.evals.knn.k,),
+        temperature=config.evals.knn.temperature,
+        num_classes=config.data.num_classes,
+        embed_fn=jax.jit(raw_pixels),
+    )
+    result["raw_pixels_knn_top1"] = pixel_evaluator.run(state)["knn/top1"]
+    print(json.dumps(result))
+    if _OUT.value:
+        with open(_OUT.value, "w") as f:
+            json.dump(result, f, indent=2)
 
 
 if __name__ == "__main__":
-  app.run(main)
+    app.run(main)

@@ -9,7 +9,7 @@ METHODS: dict[str, ModuleType] = {"simclr": simclr}
 
 
 def get_method(name: str) -> ModuleType:
-  """The method module registered as ``name``; raises with the valid names."""
-  if name not in METHODS:
-    raise ValueError(f"Unknown method {name!r}; valid: {sorted(METHODS)}.")
-  return METHODS[name]
+    """The method module registered as ``name``; raises with the valid names."""
+    if name not in METHODS:
+        raise ValueError(f"Unknown method {name!r}; valid: {sorted(METHODS)}.")
+    return METHODS[name]

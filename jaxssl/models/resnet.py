@@ -20,95 +20,106 @@ ModuleDef = Any
 
 
 class BasicBlock(nn.Module):
-  """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut."""
+    """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut."""
 
-  filters: int
-  conv: ModuleDef
-  norm: ModuleDef
-  strides: int = 1
+    filters: int
+    conv: ModuleDef
+    norm: ModuleDef
+    strides: int = 1
 
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    residual = x
-    y = self.conv(self.filters, (3, 3), self.strides, name="conv1")(x)
-    y = nn.relu(self.norm(name="bn1")(y))
-    y = self.conv(self.filters, (3, 3), 1, name="conv2")(y)
-    # Zero-init the last BN scale so each block starts as the identity (Goyal et al. 2017).
-    y = self.norm(name="bn2", scale_init=nn.initializers.zeros)(y)
-    if residual.shape != y.shape:
-      residual = self.conv(self.filters, (1, 1), self.strides, name="proj_conv")(residual)
-      residual = self.norm(name="proj_bn")(residual)
-    return nn.relu(residual + y)
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        residual = x
+        y = self.conv(self.filters, (3, 3), self.strides, name="conv1")(x)
+        y = nn.relu(self.norm(name="bn1")(y))
+        y = self.conv(self.filters, (3, 3), 1, name="conv2")(y)
+        # Zero-init the last BN scale so each block starts as the identity (Goyal et al. 2017).
+        y = self.norm(name="bn2", scale_init=nn.initializers.zeros)(y)
+        if residual.shape != y.shape:
+            residual = self.conv(self.filters, (1, 1), self.strides, name="proj_conv")(residual)
+            residual = self.norm(name="proj_bn")(residual)
+        return nn.relu(residual + y)
 
 
 class BottleneckBlock(nn.Module):
-  """1x1 -> 3x3 -> 1x1 bottleneck with 4x channel expansion."""
+    """1x1 -> 3x3 -> 1x1 bottleneck with 4x channel expansion."""
 
-  filters: int
-  conv: ModuleDef
-  norm: ModuleDef
-  strides: int = 1
+    filters: int
+    conv: ModuleDef
+    norm: ModuleDef
+    strides: int = 1
 
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    residual = x
-    y = nn.relu(self.norm(name="bn1")(self.conv(self.filters, (1, 1), 1, name="conv1")(x)))
-    y = nn.relu(self.norm(name="bn2")(self.conv(self.filters, (3, 3), self.strides, name="conv2")(y)))
-    y = self.conv(self.filters * 4, (1, 1), 1, name="conv3")(y)
-    y = self.norm(name="bn3", scale_init=nn.initializers.zeros)(y)
-    if residual.shape != y.shape:
-      residual = self.conv(self.filters * 4, (1, 1), self.strides, name="proj_conv")(residual)
-      residual = self.norm(name="proj_bn")(residual)
-    return nn.relu(residual + y)
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        residual = x
+        y = nn.relu(self.norm(name="bn1")(self.conv(self.filters, (1, 1), 1, name="conv1")(x)))
+        y = nn.relu(
+            self.norm(name="bn2")(self.conv(self.filters, (3, 3), self.strides, name="conv2")(y))
+        )
+        y = self.conv(self.filters * 4, (1, 1), 1, name="conv3")(y)
+        y = self.norm(name="bn3", scale_init=nn.initializers.zeros)(y)
+        if residual.shape != y.shape:
+            residual = self.conv(self.filters * 4, (1, 1), self.strides, name="proj_conv")(residual)
+            residual = self.norm(name="proj_bn")(residual)
+        return nn.relu(residual + y)
 
 
 class ResNet(nn.Module):
-  """ResNet returning globally average-pooled features.
+    """ResNet returning globally average-pooled features.
 
-  Attributes:
-    stage_sizes: blocks per stage, e.g. ``(2, 2, 2, 2)`` for ResNet-18.
-    block_cls: ``BasicBlock`` or ``BottleneckBlock``.
-    width: channels of the first stage; stage ``i`` has ``width * 2**i``.
-    stem: ``"cifar"`` (3x3/1, no pool) or ``"imagenet"`` (7x7/2 + max-pool).
-    dtype: computation dtype (parameters stay float32).
-    conv_impl: ``"native"`` (``lax.conv``) or ``"im2col"`` (patches @ kernel, faster on XLA:CPU).
-    bn_momentum: BatchNorm running-average momentum.
-  """
+    Attributes:
+      stage_sizes: blocks per stage, e.g. ``(2, 2, 2, 2)`` for ResNet-18.
+      block_cls: ``BasicBlock`` or ``BottleneckBlock``.
+      width: channels of the first stage; stage ``i`` has ``width * 2**i``.
+      stem: ``"cifar"`` (3x3/1, no pool) or ``"imagenet"`` (7x7/2 + max-pool).
+      dtype: computation dtype (parameters stay float32).
+      conv_impl: ``"native"`` (``lax.conv``) or ``"im2col"`` (patches @ kernel, faster on XLA:CPU).
+      bn_momentum: BatchNorm running-average momentum.
+    """
 
-  stage_sizes: Sequence[int]
-  block_cls: Callable[..., nn.Module]
-  width: int = 64
-  stem: str = "cifar"
-  dtype: Any = jnp.float32
-  conv_impl: str = "native"
-  bn_momentum: float = 0.9
+    stage_sizes: Sequence[int]
+    block_cls: Callable[..., nn.Module]
+    width: int = 64
+    stem: str = "cifar"
+    dtype: Any = jnp.float32
+    conv_impl: str = "native"
+    bn_momentum: float = 0.9
 
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
-    chex.assert_rank(x, 4)  # [B, H, W, 3]
-    conv = functools.partial(conv_lib.Conv, dtype=self.dtype, implementation=self.conv_impl)
-    # Under jit over a ("data",) mesh the batch axis is global, so these statistics are
-    # synchronized across devices: SimCLR's "global BN" with no axis_name.
-    norm = functools.partial(
-        nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
-        dtype=self.dtype)
-    x = x.astype(self.dtype)
-    if self.stem == "cifar":
-      x = conv(self.width, (3, 3), 1, name="stem_conv")(x)
-      x = nn.relu(norm(name="stem_bn")(x))
-    elif self.stem == "imagenet":
-      x = conv(self.width, (7, 7), 2, name="stem_conv")(x)
-      x = nn.relu(norm(name="stem_bn")(x))
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    else:
-      raise ValueError(f"Unknown stem {self.stem!r}; valid: 'cifar', 'imagenet'.")
-    for i, num_blocks in enumerate(self.stage_sizes):
-      for j in range(num_blocks):
-        strides = 2 if i > 0 and j == 0 else 1
-        x = self.block_cls(self.width * 2**i, conv=conv, norm=norm, strides=strides,
-                           name=f"stage{i + 1}_block{j + 1}")(x)
-    # Pool in float32: the features feed the loss, the probe and kNN.
-    return jnp.mean(x.astype(jnp.float32), axis=(1, 2))  # [B, D]
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+        chex.assert_rank(x, 4)  # [B, H, W, 3]
+        conv = functools.partial(conv_lib.Conv, dtype=self.dtype, implementation=self.conv_impl)
+        # Under jit over a ("data",) mesh the batch axis is global, so these statistics are
+        # synchronized across devices: SimCLR's "global BN" with no axis_name.
+        norm = functools.partial(
+            nn.BatchNorm,
+            use_running_average=not train,
+            momentum=self.bn_momentum,
+            epsilon=1e-5,
+            dtype=self.dtype,
+        )
+        x = x.astype(self.dtype)
+        if self.stem == "cifar":
+            x = conv(self.width, (3, 3), 1, name="stem_conv")(x)
+            x = nn.relu(norm(name="stem_bn")(x))
+        elif self.stem == "imagenet":
+            x = conv(self.width, (7, 7), 2, name="stem_conv")(x)
+            x = nn.relu(norm(name="stem_bn")(x))
+            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        else:
+            raise ValueError(f"Unknown stem {self.stem!r}; valid: 'cifar', 'imagenet'.")
+        for i, num_blocks in enumerate(self.stage_sizes):
+            for j in range(num_blocks):
+                strides = 2 if i > 0 and j == 0 else 1
+                x = self.block_cls(
+                    self.width * 2**i,
+                    conv=conv,
+                    norm=norm,
+                    strides=strides,
+                    name=f"stage{i + 1}_block{j + 1}",
+                )(x)
+        # Pool in float32: the features feed the loss, the probe and kNN.
+        return jnp.mean(x.astype(jnp.float32), axis=(1, 2))  # [B, D]
 
 
 BACKBONES = {
@@ -119,13 +130,13 @@ BACKBONES = {
 
 
 def feature_dim(name: str, width: int) -> int:
-  """Dimension of the pooled features of backbone ``name`` at first-stage ``width``."""
-  expansion = 4 if name == "resnet50" else 1
-  return width * 8 * expansion
+    """Dimension of the pooled features of backbone ``name`` at first-stage ``width``."""
+    expansion = 4 if name == "resnet50" else 1
+    return width * 8 * expansion
 
 
 def make_backbone(name: str, **kwargs) -> nn.Module:
-  """Backbone by name from ``BACKBONES``; raises with the valid names."""
-  if name not in BACKBONES:
-    raise ValueError(f"Unknown backbone {name!r}; valid: {sorted(BACKBONES)}.")
-  return BACKBONES[name](**kwargs)
+    """Backbone by name from ``BACKBONES``; raises with the valid names."""
+    if name not in BACKBONES:
+        raise ValueError(f"Unknown backbone {name!r}; valid: {sorted(BACKBONES)}.")
+    return BACKBONES[name](**kwargs)

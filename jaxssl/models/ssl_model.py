@@ -6,29 +6,29 @@ import jax
 
 
 class SSLModel(nn.Module):
-  """Backbone followed by a projector (and an optional predictor).
+    """Backbone followed by a projector (and an optional predictor).
 
-  ``__call__`` returns ``(features, projections)`` (and predictions if a predictor is set):
-  features feed kNN and the linear probe, projections feed the loss.
+    ``__call__`` returns ``(features, projections)`` (and predictions if a predictor is set):
+    features feed kNN and the linear probe, projections feed the loss.
 
-  Attributes:
-    backbone: module mapping images ``[B, H, W, 3]`` to features ``[B, D]``.
-    projector: module mapping features to embeddings ``[B, P]``.
-    predictor: optional module on top of the projector (BYOL, SimSiam).
-  """
+    Attributes:
+      backbone: module mapping images ``[B, H, W, 3]`` to features ``[B, D]``.
+      projector: module mapping features to embeddings ``[B, P]``.
+      predictor: optional module on top of the projector (BYOL, SimSiam).
+    """
 
-  backbone: nn.Module
-  projector: nn.Module
-  predictor: nn.Module | None = None
+    backbone: nn.Module
+    projector: nn.Module
+    predictor: nn.Module | None = None
 
-  def __call__(self, images: jax.Array, train: bool = True):
-    features = self.backbone(images, train=train)  # [B, D]
-    chex.assert_rank(features, 2)
-    projections = self.projector(features, train=train)  # [B, P]
-    if self.predictor is None:
-      return features, projections
-    return features, projections, self.predictor(projections, train=train)
+    def __call__(self, images: jax.Array, train: bool = True):
+        features = self.backbone(images, train=train)  # [B, D]
+        chex.assert_rank(features, 2)
+        projections = self.projector(features, train=train)  # [B, P]
+        if self.predictor is None:
+            return features, projections
+        return features, projections, self.predictor(projections, train=train)
 
-  def embed(self, images: jax.Array) -> jax.Array:
-    """Backbone features in inference mode (running BN statistics), ``[B, D]``."""
-    return self.backbone(images, train=False)
+    def embed(self, images: jax.Array) -> jax.Array:
+        """Backbone features in inference mode (running BN statistics), ``[B, D]``."""
+        return self.backbone(images, train=False)
