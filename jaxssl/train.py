@@ -83,6 +83,9 @@ def main(argv: list[str]) -> None:
     # Orbax and JAX log every save and compile at INFO; keep the console to warnings and the bar.
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
+    from jaxssl import platform  # noqa: PLC0415
+
+    platform.configure_xla_cpu()
     import jax  # noqa: PLC0415  (after flag parsing, so --help is fast)
 
     if _DISTRIBUTED.value:

@@ -1,42 +1,24 @@
 """Global-batch semantics: the step gives the same result on 1 and 8 devices."""
 
 import chex
-import flax.linen as nn
 import jax
 import numpy as np
-import optax
 import pytest
 
 from configs import simclr_cifar10
-from jaxssl import methods, optim, sharding
-from jaxssl import state as state_lib
-from jaxssl import step as step_lib
+from jaxssl import methods, sharding, trainer
 
 
-def _setup(num_devices, conv_impl="native"):
+def _setup(num_devices):
     config = simclr_cifar10.get_config("smoke")
     config.optim.name = "sgd"  # LARS+warmup starts at lr 0; SGD moves params on step 1
     config.optim.warmup_epochs = 0.0
-    config.model.conv_impl = conv_impl
     config.mesh.data = num_devices
     mesh = sharding.make_mesh(config.mesh)
+    run = trainer.build(config, mesh)
+    state = jax.jit(run.init_fn, out_shardings=sharding.replicated(mesh))(run.init_key)
     method = methods.get_method(config.method.name)
-    model = method.build_model(config)
-    probe = nn.Dense(config.data.num_classes)
-    tx, schedule = optim.make_optimizer(config.optim, config.train.num_steps)
-    probe_tx = optax.adam(1e-3)
-    init_fn = state_lib.make_init_fn(model, probe, tx, probe_tx, (32, 32, 3))
-    key = jax.random.key(0)
-    replicated = sharding.replicated(mesh)
-    state = jax.jit(init_fn, out_shardings=replicated)(key)
-    step_fn = step_lib.make_train_step(model, method, probe, tx, probe_tx, schedule, config, key)
-    train_step = jax.jit(
-        step_fn,
-        in_shardings=(replicated, sharding.batch_sharding(mesh)),
-        out_shardings=(replicated, replicated),
-        donate_argnums=(0,),
-    )
-    return config, mesh, model, method, state, train_step
+    return config, mesh, run.model, method, state, run.train_step
 
 
 def _batch(config, seed=0):
@@ -49,8 +31,8 @@ def _batch(config, seed=0):
     }
 
 
-def _run(num_devices, conv_impl="native"):
-    config, mesh, model, method, state, train_step = _setup(num_devices, conv_impl)
+def _run(num_devices):
+    config, mesh, model, method, state, train_step = _setup(num_devices)
     host_batch = _batch(config)
     batch = sharding.to_global(host_batch, mesh)
     assert len(batch["global"].sharding.device_set) == num_devices

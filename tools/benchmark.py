@@ -31,6 +31,9 @@ flags.mark_flag_as_required("config")
 
 def main(argv):
     del argv
+    from jaxssl import platform
+
+    platform.configure_xla_cpu()
     import jax
     import numpy as np
 

@@ -25,6 +25,9 @@ flags.mark_flag_as_required("config")
 
 def main(argv):
     del argv
+    from jaxssl import platform
+
+    platform.configure_xla_cpu()
     import jax
     import jax.numpy as jnp
     import numpy as np

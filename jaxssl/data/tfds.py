@@ -1,7 +1,7 @@
 """Per-process TFDS input pipelines: training views and evaluation batches as numpy.
 
 Each process reads only its own contiguous part of a split (``tfds.even_splits``)
-and yields host-local batches; `jaxssl.data.device` assembles them into global
+and yields host-local batches; `jaxssl.sharding.to_global` assembles them into global
 arrays. No JAX here: the pipeline is TensorFlow on the host CPU.
 
 The training stream is a pure function of (seed, step): epoch ``e`` visits this
