@@ -166,13 +166,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     )
     views_per_step = batch_size * config.data.num_views
     pending, last_metrics = [], {}
-    interval_start, interval_steps = time.perf_counter(), 0
+    interval_start, interval_steps, timed_steps = time.perf_counter(), 0, 0
+    compile_seconds = None
     for step in range(start_step, num_steps):
         batch = sharding.to_global(next(train_iter), mesh)
         with jax.transfer_guard("disallow"):
             state, metrics = run.train_step(state, batch)
         pending.append(metrics)
         interval_steps += 1
+        if step == start_step:
+            # The first call compiles: throughput is timed from the second step on.
+            jax.block_until_ready(metrics)
+            compile_seconds = time.perf_counter() - interval_start
+            interval_start, timed_steps = time.perf_counter(), 0
+        else:
+            timed_steps += 1
         is_last = step + 1 == num_steps
         if (step + 1) % config.train.log_every_steps == 0 or is_last:
             host = jax.device_get(pending)
@@ -186,21 +194,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     f"{checkpointer.directory} (kept). Lower --config.optim.base_lr or check the "
                     "input data."
                 )
-            last_metrics["perf/img_per_s"] = interval_steps * views_per_step / elapsed
+            if timed_steps:
+                last_metrics["perf/img_per_s"] = timed_steps * views_per_step / elapsed
+            if compile_seconds is not None:
+                last_metrics["perf/compile_seconds"], compile_seconds = compile_seconds, None
             writer.write(step + 1, last_metrics)
             progress.set_postfix(
                 loss=f"{last_metrics['train/loss']:.3f}",
-                img_s=f"{last_metrics['perf/img_per_s']:.0f}",
+                img_s=f"{last_metrics.get('perf/img_per_s', float('nan')):.0f}",
             )
             progress.update(interval_steps)
-            pending, interval_steps = [], 0
+            pending, interval_steps, timed_steps = [], 0, 0
             interval_start = time.perf_counter()
         if (step + 1) % config.train.checkpoint_every_steps == 0 or is_last:
             checkpointer.save(step + 1, state)
         knn_every = config.evals.knn.every_steps
         if knn_every and (step + 1) % knn_every == 0 and not is_last:
             writer.write(step + 1, knn_evaluator.run(state))
-            interval_start = time.perf_counter()
+            interval_start, timed_steps = time.perf_counter(), 0
     progress.close()
 
     # --- Final evaluation ---
