@@ -10,8 +10,9 @@ Presets (``--config configs/simclr_cifar10.py:NAME``):
 
     python -m jaxssl.train --config configs/simclr_cifar10.py --workdir /tmp/simclr_c10
 
-* ``cpu``: tuned to learn as much as possible in <= 30 minutes on a 2-core CPU (see the
-  README's results table for the measured kNN top-1 and throughput).
+* ``cpu``: tuned to learn as much as possible in <= 30 minutes on a 2-core CPU. Measured:
+  kNN top-1 0.532 on the CIFAR-10 test split after 24 min 46 s wall (546 steps, ~220 img/s),
+  vs 0.442 for raw pixels and 0.308 for the same network at random init.
 
     python -m jaxssl.train --config configs/simclr_cifar10.py:cpu --workdir /tmp/simclr_cpu
 
