@@ -191,8 +191,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 raise NonFiniteLossError(
                     f"Non-finite loss {last_metrics['train/loss']} at or before step {step + 1}. "
                     f"Last good checkpoint: step {checkpointer.latest_step()} in "
-                    f"{checkpointer.directory} (kept). Lower --config.optim.base_lr or check the "
-                    "input data."
+                    f"{checkpointer.directory} (kept; None means none was written yet). Lower "
+                    "--config.optim.base_lr or check the input data."
                 )
             if timed_steps:
                 last_metrics["perf/img_per_s"] = timed_steps * views_per_step / elapsed
