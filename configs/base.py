@@ -13,7 +13,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
 
-    # --- Data: TFDS name + split; augmentation parameters are plain fields. ---
+    # --- Data: TFDS name (or "folder") + split; augmentation parameters are plain fields. ---
     config.data = ml_collections.ConfigDict(
         dict(
             name="cifar10",
@@ -42,6 +42,12 @@ def get_base_config() -> ml_collections.ConfigDict:
             std=(0.2470, 0.2435, 0.2616),
             fake_train_examples=512,
             fake_test_examples=256,
+            # name="folder": image files under folder_root instead of TFDS (README, "Image
+            # folders"); each is center-cropped and resized to folder_image_size at load.
+            folder_root=ml_collections.FieldReference(None, field_type=str),
+            # None: max(image_size, eval_image_size).
+            folder_image_size=ml_collections.FieldReference(None, field_type=int),
+            on_corrupt="error",  # folder files that are not decodable images: error | skip
         )
     )
 
@@ -75,6 +81,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.train.log_every_steps = 50
     config.train.checkpoint_every_steps = 1000
     config.train.keep_checkpoints = 3
+    # A NaN/Inf loss or gradient is never applied; "stop" ends the run naming the step and the
+    # last good checkpoint, "skip" drops the update, counts it (train/nonfinite_steps) and goes
+    # on, unless more than max_consecutive_nonfinite steps in a row are bad.
+    config.train.on_nonfinite = "stop"
+    config.train.max_consecutive_nonfinite = 10
     config.train.progress_bar = True
 
     # --- Optimizer ---

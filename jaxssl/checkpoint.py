@@ -1,12 +1,23 @@
-"""A thin Orbax ``CheckpointManager`` wrapper: the TrainState plus the config that made it."""
+"""A thin Orbax ``CheckpointManager`` wrapper: the TrainState plus the config that made it.
+
+Saves are asynchronous and atomic: Orbax writes into a temporary directory and renames it to
+``<step>`` only when every file is on disk, so a crash during a save leaves the previous
+checkpoints as they were (the temporary directory is removed on the next start). On restore,
+a checkpoint that cannot be read (truncated or missing files) is moved aside to
+``WORKDIR/checkpoints_corrupt/`` -- never deleted -- and the next older one is used.
+"""
 
 import json
 import os
+import time
 from typing import Any
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
+from jax.experimental import multihost_utils
 
 # Config sections that decide the shapes (and meaning) of the saved state. A checkpoint written
 # under different values cannot be resumed by this config.
@@ -15,6 +26,10 @@ _STATE_DEFINING = ("model", "method")
 
 class IncompatibleCheckpointError(ValueError):
     """The workdir holds a checkpoint of a different model than the config describes."""
+
+
+class NoUsableCheckpointError(RuntimeError):
+    """Every checkpoint in the workdir was unreadable (all were moved aside, none deleted)."""
 
 
 def _defining(config: dict) -> dict:
@@ -33,10 +48,22 @@ class Checkpointer:
 
     def __init__(self, directory: str, config: ml_collections.ConfigDict, keep: int):
         self._config = json.loads(config.to_json())
-        self._manager = ocp.CheckpointManager(
-            os.path.abspath(directory),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-            item_names=("state", "config"),
+        self._path = epath.Path(directory)
+        if not self._path.is_absolute():
+            self._path = epath.Path(os.path.abspath(directory))
+        self._keep = keep
+        self._manager = self._open()
+
+    def _open(self) -> ocp.CheckpointManager:
+        return ocp.CheckpointManager(
+            self._path,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=self._keep, create=True, cleanup_tmp_directories=True
+            ),
+            item_handlers={
+                "state": ocp.StandardCheckpointHandler(),
+                "config": ocp.JsonCheckpointHandler(),
+            },
         )
 
     @property
@@ -69,35 +96,112 @@ class Checkpointer:
 
         Raises:
           IncompatibleCheckpointError: if the checkpoint was written for another model or method.
+          Exception: whatever Orbax raises for an unreadable checkpoint.
         """
         step = self._manager.latest_step() if step is None else step
         where = os.path.join(self.directory, str(step))
         saved = self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-        saved_defining, defining = _defining(saved["config"]), _defining(self._config)
-        if saved_defining != defining:
-            diffs = [
-                f"  {section}.{key}: checkpoint {saved_defining[section].get(key)!r} != config "
-                f"{defining[section].get(key)!r}"
-                for section in _STATE_DEFINING
-                for key in sorted(set(saved_defining[section] or {}) | set(defining[section]))
-                if (saved_defining[section] or {}).get(key) != defining[section].get(key)
-            ]
-            raise IncompatibleCheckpointError(
-                f"The checkpoint at {where} was written by a different model/method:\n"
-                + "\n".join(diffs)
-                + "\nUse a new --workdir, or restore the config it was trained "
-                "with. Nothing in the workdir was changed."
+        self._check_config(saved["config"], where)
+        self._check_shapes(self._manager.item_metadata(step)["state"], abstract_state, where)
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+        )
+        return jax.block_until_ready(restored["state"])
+
+    def restore_latest_usable(self, abstract_state: Any) -> Any | None:
+        """Restores the newest readable checkpoint, moving unreadable newer ones aside.
+
+        A checkpoint whose files are truncated or missing is moved (by process 0) to
+        ``WORKDIR/checkpoints_corrupt/<step>-<unix time>`` with a warning naming it and the
+        checkpoint used instead. Every process must call this.
+
+        Args:
+          abstract_state: as for ``restore``.
+
+        Returns:
+          The restored state, or ``None`` if the directory holds no checkpoint.
+
+        Raises:
+          IncompatibleCheckpointError: the newest readable checkpoint belongs to another model.
+          NoUsableCheckpointError: checkpoints existed but none could be read.
+        """
+        moved = []
+        for step in sorted(self._manager.all_steps(), reverse=True):
+            try:
+                state, error = self.restore(abstract_state, step), None
+            except IncompatibleCheckpointError:
+                raise
+            except Exception as e:  # noqa: BLE001  (any read failure means: unusable)
+                state, error = None, e
+            if _all_processes_agree(error is None):
+                if moved:
+                    logging.warning(
+                        "Restored step %d instead of the unreadable %s (moved to %s).",
+                        step,
+                        ", ".join(str(s) for s, _ in moved),
+                        ", ".join(str(d) for _, d in moved),
+                    )
+                return state
+            moved.append((step, self._move_aside(step, error)))
+        if moved:
+            raise NoUsableCheckpointError(
+                f"No checkpoint in {self.directory} could be read; all were moved to "
+                f"{', '.join(str(d) for _, d in moved)} (nothing was deleted). Rerun to start "
+                "from scratch, or restore a backup of the checkpoints directory."
             )
-        try:
-            restored = self._manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+        return None
+
+    def _move_aside(self, step: int, error: Exception | None) -> epath.Path:
+        target = self._path.parent / "checkpoints_corrupt" / f"{step}-{int(time.time())}"
+        logging.warning(
+            "Checkpoint %s is unreadable (%s: %s); moving it to %s and trying the previous one.",
+            self._path / str(step),
+            type(error).__name__ if error else "failed on another process",
+            str(error).splitlines()[0][:300] if error else "",
+            target,
+        )
+        self._manager.close()
+        if jax.process_index() == 0:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (self._path / str(step)).rename(target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"jaxssl_move_aside_{step}")
+        self._manager = self._open()
+        return target
+
+    def _check_config(self, saved_config: dict, where: str) -> None:
+        saved_defining, defining = _defining(saved_config), _defining(self._config)
+        if saved_defining == defining:
+            return
+        diffs = [
+            f"  {section}.{key}: checkpoint {saved_defining[section].get(key)!r} != config "
+            f"{defining[section].get(key)!r}"
+            for section in _STATE_DEFINING
+            for key in sorted(set(saved_defining[section] or {}) | set(defining[section]))
+            if (saved_defining[section] or {}).get(key) != defining[section].get(key)
+        ]
+        raise IncompatibleCheckpointError(
+            f"The checkpoint at {where} was written by a different model/method:\n"
+            + "\n".join(diffs)
+            + "\nUse a new --workdir, or restore the config it was trained "
+            "with. Nothing in the workdir was changed."
+        )
+
+    @staticmethod
+    def _check_shapes(metadata: Any, abstract_state: Any, where: str) -> None:
+        saved, wanted = _shapes_by_path(metadata.tree), _shapes_by_path(abstract_state)
+        if saved != wanted:
+            diffs = sorted(
+                f"  {key}: checkpoint {saved.get(key)} != config {wanted.get(key)}"
+                for key in set(saved) | set(wanted)
+                if saved.get(key) != wanted.get(key)
             )
-        except (ValueError, KeyError, TypeError) as e:
             raise IncompatibleCheckpointError(
-                f"The checkpoint at {where} does not fit the state this config builds ({e}). "
-                "Use a new --workdir. Nothing in the workdir was changed."
-            ) from e
-        return restored["state"]
+                f"The checkpoint at {where} does not fit the state this config builds:\n"
+                + "\n".join(diffs[:10])
+                + ("\n  ..." if len(diffs) > 10 else "")
+                + "\nUse a new --workdir. Nothing in the workdir was changed."
+            )
 
     def wait(self) -> None:
         """Blocks until pending asynchronous saves are on disk."""
@@ -105,6 +209,28 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _path_entry(entry: Any) -> str:
+    for attribute in ("key", "idx", "name"):
+        if hasattr(entry, attribute):
+            return str(getattr(entry, attribute))
+    return str(entry)
+
+
+def _shapes_by_path(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    """``{"opt_state/1/trace/w": (shape, dtype)}``, alike for saved metadata and live trees."""
+    return {
+        "/".join(_path_entry(e) for e in path): (tuple(leaf.shape), str(leaf.dtype))
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+    }
+
+
+def _all_processes_agree(ok: bool) -> bool:
+    """True if ``ok`` holds on every process (a collective when there are several)."""
+    if jax.process_count() == 1:
+        return ok
+    return bool(multihost_utils.process_allgather(jax.numpy.asarray(ok)).all())
 
 
 def abstract_with_sharding(tree: Any, sharding: jax.sharding.Sharding) -> Any:

@@ -15,14 +15,20 @@ class MetricWriter:
 
     Args:
       workdir: the run's directory.
+      resume_step: the step the run (re)starts from. Records of later steps, written by an
+        earlier attempt that died before its next checkpoint, are dropped, so that
+        ``metrics.jsonl`` reads as one uninterrupted run.
     """
 
-    def __init__(self, workdir: str):
+    def __init__(self, workdir: str, resume_step: int = 0):
         self._active = jax.process_index() == 0
         if not self._active:
             return
         os.makedirs(workdir, exist_ok=True)
-        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
+        path = os.path.join(workdir, "metrics.jsonl")
+        if os.path.exists(path):
+            _drop_records_after(path, resume_step)
+        self._jsonl = open(path, "a")  # noqa: SIM115
         self._summary = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
@@ -45,3 +51,22 @@ class MetricWriter:
         if self._active:
             self._jsonl.close()
             self._summary.close()
+
+
+def _drop_records_after(path: str, step: int) -> None:
+    """Rewrites ``path`` without records of steps after ``step`` (atomically, via a rename)."""
+    with open(path) as f:
+        lines = f.readlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+        if record.get("step", 0) <= step:
+            kept.append(json.dumps(record) + "\n")
+    if len(kept) == len(lines):
+        return
+    with open(path + ".tmp", "w") as f:
+        f.writelines(kept)
+    os.replace(path + ".tmp", path)

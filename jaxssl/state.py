@@ -23,6 +23,7 @@ class TrainState:
     opt_state: Any
     probe_params: Any
     probe_opt_state: Any
+    nonfinite_steps: jax.Array  # steps whose update was skipped for a NaN/Inf loss or gradient
 
 
 def make_init_fn(
@@ -48,6 +49,7 @@ def make_init_fn(
             opt_state=tx.init(variables["params"]),
             probe_params=probe_params,
             probe_opt_state=probe_tx.init(probe_params),
+            nonfinite_steps=jnp.zeros((), jnp.int32),
         )
 
     return init_fn

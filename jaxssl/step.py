@@ -65,25 +65,35 @@ def make_train_step(
             return loss + probe_loss, (batch_stats, metrics)
 
         grad_fn = jax.value_and_grad(total_loss, argnums=(0, 1), has_aux=True)
-        (_, (batch_stats, metrics)), (grads, probe_grads) = grad_fn(
+        (total, (batch_stats, metrics)), (grads, probe_grads) = grad_fn(
             state.params, state.probe_params
         )
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         probe_updates, probe_opt_state = probe_tx.update(
             probe_grads, state.probe_opt_state, state.probe_params
         )
-        new_state = state.replace(
-            step=state.step + 1,
+        updated = state.replace(
             params=optax.apply_updates(state.params, updates),
             batch_stats=batch_stats,
             opt_state=opt_state,
             probe_params=optax.apply_updates(state.probe_params, probe_updates),
             probe_opt_state=probe_opt_state,
         )
+        # A NaN/Inf loss or gradient never reaches the state: the update is dropped (the step
+        # still advances, so data and randomness stay keyed by step) and counted; the host
+        # loop then stops or skips on, as `config.train.on_nonfinite` says.
+        finite = jnp.isfinite(total) & jnp.isfinite(grad_norm)
+        finite &= jnp.isfinite(optax.tree.norm(probe_grads))
+        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+        new_state = new_state.replace(
+            step=state.step + 1, nonfinite_steps=state.nonfinite_steps + (~finite)
+        )
         metrics = {
             **metrics,
             "train/lr": lr_schedule(state.step),
-            "train/grad_norm": optax.tree.norm(grads),
+            "train/grad_norm": grad_norm,
+            "train/nonfinite": (~finite).astype(jnp.float32),
         }
         return new_state, metrics
 

@@ -2,8 +2,9 @@
 
 import dataclasses
 import json
-import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 
@@ -14,6 +15,7 @@ import numpy as np
 import optax
 import tqdm
 from absl import logging
+from jax.experimental import multihost_utils
 
 from jaxssl import checkpoint, methods, optim, sharding
 from jaxssl import state as state_lib
@@ -25,6 +27,91 @@ from jaxssl.metrics import MetricWriter
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or Inf; training stopped and the last good checkpoint was kept."""
+
+
+class _Preemption:
+    """Notices a preemption (SIGTERM, what TPU maintenance and SLURM send before a kill).
+
+    One process: a SIGTERM handler sets a flag that the loop reads after every step. Several
+    processes: JAX's preemption service (started by ``jax.distributed.initialize``) catches the
+    signal on any process and agrees with all of them on one step at which every process
+    checkpoints, so the collective save cannot deadlock.
+    """
+
+    def __init__(self):
+        self._multi = jax.process_count() > 1
+        self._requested = False
+        self._previous = None
+        if not self._multi and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        del signum, frame
+        self._requested = True
+
+    def reached(self, step: int) -> bool:
+        """Call after every step, on every process: True when the run must save and exit."""
+        if self._multi:
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self._requested
+
+    def close(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+class _FiniteGuard:
+    """Reads the per-step ``train/nonfinite`` flags and enforces ``config.train.on_nonfinite``.
+
+    The step itself never applies a non-finite update (`jaxssl.step`), so every checkpoint
+    holds finite parameters; this decides whether the run stops ("stop") or goes on ("skip",
+    up to ``max_consecutive_nonfinite`` skipped steps in a row).
+    """
+
+    def __init__(self, train_config: ml_collections.ConfigDict, checkpointer):
+        self.validate(train_config)
+        self._mode = train_config.on_nonfinite
+        self._max_consecutive = train_config.max_consecutive_nonfinite
+        self._checkpointer = checkpointer
+        self._unchecked = []  # (step, device flag)
+        self._consecutive = 0
+
+    @staticmethod
+    def validate(train_config: ml_collections.ConfigDict) -> None:
+        if train_config.on_nonfinite not in ("stop", "skip"):
+            raise ValueError(
+                f"config.train.on_nonfinite={train_config.on_nonfinite!r}: use 'stop' or 'skip'."
+            )
+
+    def add(self, step: int, flag: jax.Array) -> None:
+        self._unchecked.append((step, flag))
+
+    def check(self) -> None:
+        """Raises ``NonFiniteLossError`` if the flags seen so far break the policy."""
+        flags = jax.device_get([flag for _, flag in self._unchecked])
+        steps = [step for step, _ in self._unchecked]
+        self._unchecked = []
+        for step, flag in zip(steps, flags, strict=True):
+            if not flag:
+                self._consecutive = 0
+                continue
+            self._consecutive += 1
+            if self._mode == "skip" and self._consecutive <= self._max_consecutive:
+                logging.warning("Step %d: non-finite loss or gradient; update skipped.", step)
+                continue
+            self._checkpointer.wait()
+            what = (
+                f"{self._consecutive} consecutive steps up to {step}"
+                if self._mode == "skip"
+                else f"step {step}"
+            )
+            raise NonFiniteLossError(
+                f"Non-finite loss or gradient at {what} (its update was not applied). Last good "
+                f"checkpoint: step {self._checkpointer.latest_step()} in "
+                f"{self._checkpointer.directory} (kept; None means none was written yet). Lower "
+                "--config.optim.base_lr, check the input data, or set "
+                "--config.train.on_nonfinite=skip to skip such steps."
+            )
 
 
 def make_knn_evaluator(
@@ -51,6 +138,13 @@ def make_knn_evaluator(
         temperature=config.evals.knn.temperature,
         num_classes=config.data.num_classes,
     )
+
+
+def _finite_mean(values: list) -> float:
+    """Mean over the finite values (a skipped step's NaN does not poison its interval)."""
+    values = np.asarray(values, np.float64)
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +200,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     Returns:
       The last logged metrics and the final evaluation.
     """
+    _FiniteGuard.validate(config.train)
     os.makedirs(workdir, exist_ok=True)
     num_steps = int(config.train.num_steps)
     batch_size = config.train.batch_size
@@ -127,17 +222,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     run = build(config, mesh)
     model = run.model
 
-    # --- Checkpoint: resume if the workdir has one ---
+    # --- Data first: a missing dataset must fail before anything is written ---
+    knn_evaluator = make_knn_evaluator(config, model, mesh)
+
+    # --- Checkpoint: resume from the newest readable one ---
     checkpointer = checkpoint.Checkpointer(
         os.path.join(workdir, "checkpoints"), config, keep=config.train.keep_checkpoints
     )
-    latest = checkpointer.latest_step()
-    if latest is not None:
-        abstract = checkpoint.abstract_with_sharding(
-            jax.eval_shape(run.init_fn, run.init_key), replicated
+    abstract = checkpoint.abstract_with_sharding(
+        jax.eval_shape(run.init_fn, run.init_key), replicated
+    )
+    state = checkpointer.restore_latest_usable(abstract)
+    if state is not None:
+        logging.warning(
+            "Resuming from %s at step %d.", checkpointer.directory, int(jax.device_get(state.step))
         )
-        state = checkpointer.restore(abstract)
-        logging.warning("Resuming from %s at step %d.", checkpointer.directory, latest)
     else:
         state = jax.jit(run.init_fn, out_shardings=replicated)(run.init_key)
     start_step = int(jax.device_get(state.step))
@@ -145,7 +244,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
 
-    # --- Data ---
     train_iter = input_pipeline.make_train_iterator(
         config.data,
         global_batch_size=batch_size,
@@ -154,10 +252,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
-    knn_evaluator = make_knn_evaluator(config, model, mesh)
 
     # --- Loop ---
-    writer = MetricWriter(workdir)
+    writer = MetricWriter(workdir, resume_step=start_step)
+    guard = _FiniteGuard(config.train, checkpointer)
+    preemption = _Preemption()
     progress = tqdm.tqdm(
         total=num_steps,
         initial=start_step,
@@ -168,51 +267,72 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     pending, last_metrics = [], {}
     interval_start, interval_steps, timed_steps = time.perf_counter(), 0, 0
     compile_seconds = None
-    for step in range(start_step, num_steps):
-        batch = sharding.to_global(next(train_iter), mesh)
-        with jax.transfer_guard("disallow"):
-            state, metrics = run.train_step(state, batch)
-        pending.append(metrics)
-        interval_steps += 1
-        if step == start_step:
-            # The first call compiles: throughput is timed from the second step on.
-            jax.block_until_ready(metrics)
-            compile_seconds = time.perf_counter() - interval_start
-            interval_start, timed_steps = time.perf_counter(), 0
-        else:
-            timed_steps += 1
-        is_last = step + 1 == num_steps
-        if (step + 1) % config.train.log_every_steps == 0 or is_last:
-            host = jax.device_get(pending)
-            elapsed = time.perf_counter() - interval_start
-            last_metrics = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-            if not math.isfinite(last_metrics["train/loss"]):
-                checkpointer.wait()
-                raise NonFiniteLossError(
-                    f"Non-finite loss {last_metrics['train/loss']} at or before step {step + 1}. "
-                    f"Last good checkpoint: step {checkpointer.latest_step()} in "
-                    f"{checkpointer.directory} (kept; None means none was written yet). Lower "
-                    "--config.optim.base_lr or check the input data."
+    try:
+        for step in range(start_step, num_steps):
+            batch = sharding.to_global(next(train_iter), mesh)
+            with jax.transfer_guard("disallow"):
+                state, metrics = run.train_step(state, batch)
+            pending.append(metrics)
+            guard.add(step + 1, metrics["train/nonfinite"])
+            interval_steps += 1
+            if step == start_step:
+                # The first call compiles: throughput is timed from the second step on.
+                jax.block_until_ready(metrics)
+                compile_seconds = time.perf_counter() - interval_start
+                interval_start, timed_steps = time.perf_counter(), 0
+            else:
+                timed_steps += 1
+            is_last = step + 1 == num_steps
+            preempted = preemption.reached(step + 1)
+            if (step + 1) % config.train.log_every_steps == 0 or is_last or preempted:
+                guard.check()
+                host = jax.device_get(pending)
+                elapsed = time.perf_counter() - interval_start
+                last_metrics = {k: _finite_mean([m[k] for m in host]) for k in host[0]}
+                last_metrics["train/nonfinite_steps"] = int(jax.device_get(state.nonfinite_steps))
+                if timed_steps:
+                    last_metrics["perf/img_per_s"] = timed_steps * views_per_step / elapsed
+                if compile_seconds is not None:
+                    last_metrics["perf/compile_seconds"], compile_seconds = compile_seconds, None
+                writer.write(step + 1, last_metrics)
+                progress.set_postfix(
+                    loss=f"{last_metrics['train/loss']:.3f}",
+                    img_s=f"{last_metrics.get('perf/img_per_s', float('nan')):.0f}",
                 )
-            if timed_steps:
-                last_metrics["perf/img_per_s"] = timed_steps * views_per_step / elapsed
-            if compile_seconds is not None:
-                last_metrics["perf/compile_seconds"], compile_seconds = compile_seconds, None
-            writer.write(step + 1, last_metrics)
-            progress.set_postfix(
-                loss=f"{last_metrics['train/loss']:.3f}",
-                img_s=f"{last_metrics.get('perf/img_per_s', float('nan')):.0f}",
-            )
-            progress.update(interval_steps)
-            pending, interval_steps, timed_steps = [], 0, 0
-            interval_start = time.perf_counter()
-        if (step + 1) % config.train.checkpoint_every_steps == 0 or is_last:
-            checkpointer.save(step + 1, state)
-        knn_every = config.evals.knn.every_steps
-        if knn_every and (step + 1) % knn_every == 0 and not is_last:
-            writer.write(step + 1, knn_evaluator.run(state))
-            interval_start, timed_steps = time.perf_counter(), 0
-    progress.close()
+                progress.update(interval_steps)
+                pending, interval_steps, timed_steps = [], 0, 0
+                interval_start = time.perf_counter()
+            if (step + 1) % config.train.checkpoint_every_steps == 0 or is_last or preempted:
+                guard.check()  # never checkpoint past a step that must stop the run
+                checkpointer.save(step + 1, state)
+            if preempted and not is_last:
+                checkpointer.wait()
+                message = (
+                    f"Preempted (SIGTERM): stopped after step {step + 1} of {num_steps} and "
+                    f"saved a checkpoint in {checkpointer.directory}. Rerun the same command "
+                    "to resume."
+                )
+                logging.warning(message)
+                print(message, flush=True)
+                checkpointer.close()
+                writer.close()
+                return {**last_metrics, "preempted_at_step": step + 1}
+            knn_every = config.evals.knn.every_steps
+            if knn_every and (step + 1) % knn_every == 0 and not is_last:
+                writer.write(step + 1, knn_evaluator.run(state))
+                interval_start, timed_steps = time.perf_counter(), 0
+    except jax.errors.JaxRuntimeError as e:
+        if jax.process_count() == 1:
+            raise
+        raise RuntimeError(
+            f"Process {jax.process_index()} of {jax.process_count()}: a collective failed, most "
+            f"likely because another process died or lost its connection ({e}). Last "
+            f"checkpoint: step {checkpointer.latest_step()} in {checkpointer.directory}. "
+            "Relaunch every process with the same command to resume from it."
+        ) from e
+    finally:
+        preemption.close()
+        progress.close()
 
     # --- Final evaluation ---
     final_step = int(jax.device_get(state.step))

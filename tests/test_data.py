@@ -284,15 +284,16 @@ def test_train_iterator_resumes_exactly_across_epochs(cache):
     config = _data_config(cache=cache)
     kwargs = dict(global_batch_size=48, seed=1, process_index=1, process_count=2)
     stream = tfds.make_train_iterator(config, start_step=0, **kwargs)
-    batches = [next(stream) for _ in range(6)]  # part of 60 examples, b=24: 2.4 epochs
+    batches = [next(stream) for _ in range(6)]  # b=24 rows per process and step
     assert (
         batches[0]["global"].shape == (24, 2, 32, 32, 3)
         and batches[0]["global"].dtype == np.float32
     )
     assert batches[0]["label"].dtype == np.int32 and batches[0]["index"].dtype == np.int32
     order = np.concatenate([b["index"] for b in batches])
-    assert sorted(order[:60]) == list(range(60, 120)) == sorted(order[60:120])
-    assert not np.array_equal(order[:60], order[60:120])
+    if not cache:  # this process streams its own part of 60 examples: 2.4 epochs
+        assert sorted(order[:60]) == list(range(60, 120)) == sorted(order[60:120])
+        assert not np.array_equal(order[:60], order[60:120])
     resumed = tfds.make_train_iterator(config, start_step=2, **kwargs)  # epoch boundary inside
     for batch in batches[2:]:
         other = next(resumed)
@@ -300,6 +301,25 @@ def test_train_iterator_resumes_exactly_across_epochs(cache):
             np.testing.assert_array_equal(batch[key], other[key])
     with pytest.raises(ValueError, match="divisible"):
         tfds.make_train_iterator(config, start_step=0, **(kwargs | {"global_batch_size": 47}))
+
+
+def test_cached_train_stream_is_the_same_global_batch_for_any_process_count():
+    config = _data_config(cache=True)
+    kwargs = dict(global_batch_size=48, seed=3, start_step=1)
+    single = tfds.make_train_iterator(config, process_index=0, process_count=1, **kwargs)
+    parts = [
+        tfds.make_train_iterator(config, process_index=p, process_count=3, **kwargs)
+        for p in range(3)
+    ]
+    seen = []
+    for _ in range(5):  # 120 examples, 2.5 global batches an epoch: crosses two epochs
+        whole = next(single)
+        rows = [next(part) for part in parts]
+        for key in whole:
+            np.testing.assert_array_equal(whole[key], np.concatenate([r[key] for r in rows]))
+        seen.append(whole["index"])
+    # Steps 1-5 are stream positions 48-288; epoch 1 (positions 120-240) visits every example.
+    assert sorted(np.concatenate(seen)[72:192]) == list(range(120))
 
 
 def test_eval_iterator_covers_each_example_once():

@@ -1,14 +1,19 @@
 """Per-process TFDS input pipelines: training views and evaluation batches as numpy.
 
-Each process reads only its own contiguous part of a split (``tfds.even_splits``)
-and yields host-local batches; `jaxssl.sharding.to_global` assembles them into global
-arrays. No JAX here: the pipeline is TensorFlow on the host CPU.
+Each process yields host-local batches (its rows of the global batch);
+`jaxssl.sharding.to_global` assembles them into global arrays. No JAX here: the pipeline
+is TensorFlow on the host CPU.
 
-The training stream is a pure function of (seed, step): epoch ``e`` visits this
-process's part in a permutation keyed by ``(seed, e)``, epochs are concatenated and
-cut into batches across epoch boundaries, and every view is keyed by
-(seed, example index, epoch, view). Resuming at step ``k`` therefore yields exactly
-the batches an uninterrupted run yields from step ``k`` on.
+The training stream is a pure function of (seed, step). With ``data.cache`` (datasets that
+fit in host memory, e.g. CIFAR) every process holds the whole split: epoch ``e`` visits it
+in a permutation keyed by ``(seed, e)``, epochs are concatenated and cut into global
+batches across epoch boundaries, and process ``p`` keeps rows ``[p*b, (p+1)*b)``, so the
+global batch of a step does not depend on the number of processes. Without ``cache`` each
+process streams only its contiguous part of the split (``tfds.even_splits``). Every view is
+keyed by (seed, example index, epoch, view). Resuming at step ``k`` therefore yields
+exactly the batches an uninterrupted run yields from step ``k`` on.
+
+Evaluation passes read per-process parts.
 """
 
 import math
@@ -21,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from jaxssl.data import augment, fake
+from jaxssl.data import augment, fake, folder
 
 # Shuffle buffer of the streaming path (``cache=False``); a full permutation needs the
 # whole part in memory, which is what ``cache=True`` is for.
@@ -45,7 +50,8 @@ def _missing_dataset_error(name: str, data_dir: str | None, detail: str) -> File
         f"downloads at run time. Point TFDS_DATA_DIR or --config.data.data_dir at the "
         f"directory that holds {name}/, or prepare it once while online with "
         f"`tfds build {name} --data_dir=DIR` or `tfds.load({name!r}, data_dir=DIR, "
-        f"download=True)`."
+        f"download=True)`. For a folder of image files use --config.data.name=folder "
+        f"--config.data.folder_root=ROOT, or convert it with tools/folder_to_tfds.py."
     )
 
 
@@ -63,6 +69,11 @@ def _open_part(
         split_size = num_fake_examples or fake.NUM_EXAMPLES.get(split, 0)
         dataset, num_examples = fake.load_split(split, process_index, process_count, split_size)
         return _Part(dataset, num_examples, math.ceil(split_size / process_count))
+    if name == "folder":
+        raise ValueError(
+            "name='folder' reads data.folder_root: pass the data config to "
+            "make_train_iterator / make_eval_iterator, or call jaxssl.data.folder.load_split."
+        )
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
@@ -131,6 +142,8 @@ def load_split(
 def _open_config_split(
     data_config: ml_collections.ConfigDict, split: str, process_index: int, process_count: int
 ) -> _Part:
+    if data_config.name == "folder":
+        return _Part(*folder.open_config_split(data_config, split, process_index, process_count))
     num_fake = {"train": data_config.fake_train_examples, "test": data_config.fake_test_examples}
     return _open_part(
         data_config.name,
@@ -178,12 +191,6 @@ def make_train_iterator(
             f"examples per step. Pick a multiple of {process_count}."
         )
     batch_size = global_batch_size // process_count
-    part = _open_config_split(data_config, data_config.train_split, process_index, process_count)
-    num_examples = part.num_examples
-    if num_examples == 0:
-        raise ValueError(f"Process {process_index} has no examples of {data_config.train_split}.")
-
-    start_epoch, skip = divmod(start_step * batch_size, num_examples)
 
     def augment_batch(batch):
         views = augment.simclr_views(
@@ -196,9 +203,19 @@ def make_train_iterator(
         }
 
     if data_config.cache:
-        # The whole decoded part as three tensors; a batch is a gather of shuffled
-        # positions, so nothing heavy runs per example and skipping to a step is cheap.
+        # Every process holds the whole decoded split as three tensors and draws the same
+        # global batch, a gather of positions from a permutation keyed by (seed, epoch); it
+        # keeps its own rows of that batch. The global batch of a step is therefore the same
+        # for any number of processes, and skipping to a step is cheap.
+        part = _open_config_split(data_config, data_config.train_split, 0, 1)
+        num_examples = part.num_examples
+        if num_examples < global_batch_size:
+            raise ValueError(
+                f"{data_config.train_split} has {num_examples} examples, fewer than one global "
+                f"batch of {global_batch_size}."
+            )
         arrays = part.dataset.batch(num_examples).get_single_element()
+        start_epoch, skip = divmod(start_step * global_batch_size, num_examples)
 
         def epoch_order(epoch):
             seed_pair = tf.stack([tf.constant(seed, tf.int64), epoch])
@@ -208,6 +225,8 @@ def make_train_iterator(
             return {"position": positions, "epoch": tf.fill([num_examples], epoch)}
 
         def gather_batch(order):
+            rows = slice(process_index * batch_size, (process_index + 1) * batch_size)
+            order = {key: value[rows] for key, value in order.items()}
             batch = {key: tf.gather(value, order["position"]) for key, value in arrays.items()}
             return augment_batch(batch | {"epoch": order["epoch"]})
 
@@ -216,13 +235,25 @@ def make_train_iterator(
             .map(epoch_order)
             .unbatch()
             .skip(skip)
-            .batch(batch_size, drop_remainder=True)
+            .batch(global_batch_size, drop_remainder=True)
             .map(gather_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         )
     else:
-        # Streaming: per epoch a seeded shuffle of the part as read from disk; resuming
-        # reads and drops the examples before `start_step` in its epoch. (The shuffle
-        # seed is combined with TF's global seed, which jaxssl leaves unset.)
+        # Streaming (datasets larger than memory): each process reads only its own part,
+        # per epoch in a seeded shuffle as read from disk; resuming reads and drops the
+        # examples before `start_step` in its epoch. The global batch of a step depends on
+        # the number of processes here. (The shuffle seed is combined with TF's global seed,
+        # which jaxssl leaves unset.)
+        part = _open_config_split(
+            data_config, data_config.train_split, process_index, process_count
+        )
+        num_examples = part.num_examples
+        if num_examples == 0:
+            raise ValueError(
+                f"Process {process_index} has no examples of {data_config.train_split}."
+            )
+        start_epoch, skip = divmod(start_step * batch_size, num_examples)
+
         def epoch_stream(epoch):
             return part.dataset.shuffle(
                 min(num_examples, _SHUFFLE_BUFFER),
