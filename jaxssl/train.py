@@ -25,6 +25,12 @@ _DISTRIBUTED = flags.DEFINE_bool(
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Total number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    "heartbeat_timeout_seconds",
+    100,
+    "Multi-process: a process that sends no heartbeat for this long is declared dead, and every "
+    "other process then exits with an error instead of waiting for it.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -93,6 +99,7 @@ def main(argv: list[str]) -> None:
             coordinator_address=_COORDINATOR.value,
             num_processes=_NUM_PROCESSES.value,
             process_id=_PROCESS_ID.value,
+            heartbeat_timeout_seconds=_HEARTBEAT_TIMEOUT.value,
         )
     from jaxssl import trainer  # noqa: PLC0415
 
