@@ -85,6 +85,7 @@ def test_missing_dataset_says_how_to_fix(tmp_path):
     config.data.data_dir = str(tmp_path / "no_data_here")
     with pytest.raises(FileNotFoundError, match="TFDS_DATA_DIR"):
         trainer.train_and_evaluate(config, str(tmp_path / "workdir"))
+    assert not os.path.exists(tmp_path / "workdir" / "checkpoints")  # failed before writing
 
 
 def test_cli_rejects_unknown_config_key(tmp_path):
