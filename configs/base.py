@@ -72,6 +72,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     # --- Training length and batch (optim refers to these) ---
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 512  # global, over all devices and processes
+    # Gradients of k micro-batches of batch_size / k, computed one after the other and
+    # averaged into one update (less activation memory). BatchNorm statistics and contrastive
+    # negatives are then per micro-batch: see jaxssl/step.py.
+    config.train.grad_accum_steps = 1
     config.train.epochs = 100.0
     config.train.num_steps = (
         config.train.get_ref("epochs")
@@ -116,8 +120,30 @@ def get_base_config() -> ml_collections.ConfigDict:
             every_steps=ml_collections.FieldReference(0, field_type=int),  # 0: only at the end
             k=200,
             temperature=0.1,
-            batch_size=1000,
+            batch_size=1000,  # also the feature-extraction batch of `jaxssl eval`
+            ks=(10, 20, 100, 200),  # `jaxssl eval` reports all of them ...
+            majority=True,  # ... and the unweighted majority vote too
         )
+    )
+    # Offline evaluation (`jaxssl eval`, jaxssl/evaluate.py) on features extracted once.
+    config.evals.run = ("knn", "linear", "spectral", "plots")  # keys of evaluate.EVALUATORS
+    config.evals.linear = ml_collections.ConfigDict(
+        dict(
+            weight_decays=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2),  # chosen on held-out train rows
+            holdout_fraction=0.1,  # the last 10% of the train split
+            num_steps=100,  # full-batch L-BFGS iterations per fit
+            flip=False,  # add features of horizontally flipped train images as examples
+        )
+    )
+    config.evals.spectral = ml_collections.ConfigDict(
+        dict(
+            num_embeddings=25_600,  # RankMe and the covariance spectrum: first N train rows
+            num_pairs=1024,  # alignment: pairs of augmented train views (config.data augment)
+            num_uniformity=4096,  # uniformity: first N test rows (an N x N Gram matrix)
+        )
+    )
+    config.evals.plots = ml_collections.ConfigDict(
+        dict(num_points=5000, num_queries=8, num_neighbours=8)
     )
 
     # --- Mesh: a 1-D ("data",) mesh; -1 means all devices. ---

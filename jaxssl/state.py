@@ -45,7 +45,7 @@ def make_init_fn(
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=variables["params"],
-            batch_stats=variables["batch_stats"],
+            batch_stats=variables.get("batch_stats", {}),  # {} for models without BatchNorm
             opt_state=tx.init(variables["params"]),
             probe_params=probe_params,
             probe_opt_state=probe_tx.init(probe_params),

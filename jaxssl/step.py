@@ -39,35 +39,78 @@ def make_train_step(
       The step function (not yet jitted).
     """
 
+    accum_steps = config.train.grad_accum_steps
+
+    def total_loss(params, probe_params, batch_stats, views, labels, rng):
+        variables = {"params": params, "batch_stats": batch_stats}
+        loss, (features, batch_stats, metrics) = method.loss_fn(
+            model, variables, views, config.method, rng
+        )
+        # The probe reads features but must never shape them: labels stay out of pre-training.
+        features = jax.lax.stop_gradient(features.reshape(-1, features.shape[-1]))  # [B*V, D]
+        logits = probe.apply({"params": probe_params}, features)  # [B*V, C]
+        probe_labels = jnp.repeat(labels, views.shape[1])  # [B*V], batch-major like features
+        probe_loss = optax.softmax_cross_entropy_with_integer_labels(logits, probe_labels).mean()
+        metrics = {
+            **metrics,
+            "train/loss": loss,
+            "probe/loss": probe_loss,
+            "probe/top1": jnp.mean(jnp.argmax(logits, -1) == probe_labels),
+        }
+        return loss + probe_loss, (batch_stats, metrics)
+
+    grad_fn = jax.value_and_grad(total_loss, argnums=(0, 1), has_aux=True)
+
+    def accumulated_grads(state, views, labels, rng):
+        """Mean gradients over ``accum_steps`` micro-batches, one at a time (``lax.scan``).
+
+        Micro-batch ``j`` is rows ``j, j + k, j + 2k, ...`` of the global batch, so with the
+        batch split over devices every device holds an equal part of every micro-batch.
+        BatchNorm statistics are those of each micro-batch, and the running averages are
+        updated once per micro-batch; a loss over the batch (contrastive negatives) sees one
+        micro-batch. Only for losses that are means of per-example terms, with no BatchNorm, is
+        this the same as one step on the whole batch (tests/test_precision.py).
+        """
+
+        def split(x):  # [B, ...] -> [k, B/k, ...]
+            x = x.reshape((x.shape[0] // accum_steps, accum_steps) + x.shape[1:])
+            return jnp.swapaxes(x, 0, 1)
+
+        def body(carry, micro):
+            batch_stats, grads, probe_grads = carry
+            micro_views, micro_labels, index = micro
+            (total, (batch_stats, metrics)), (g, pg) = grad_fn(
+                state.params,
+                state.probe_params,
+                batch_stats,
+                micro_views,
+                micro_labels,
+                jax.random.fold_in(rng, index),
+            )
+            grads, probe_grads = jax.tree.map(jnp.add, (grads, probe_grads), (g, pg))
+            return (batch_stats, grads, probe_grads), (total, metrics)
+
+        zeros = jax.tree.map(jnp.zeros_like, (state.params, state.probe_params))
+        (batch_stats, grads, probe_grads), (totals, metrics) = jax.lax.scan(
+            body,
+            (state.batch_stats, *zeros),
+            (split(views), split(labels), jnp.arange(accum_steps)),
+        )
+        grads, probe_grads = jax.tree.map(lambda g: g / accum_steps, (grads, probe_grads))
+        metrics = jax.tree.map(jnp.mean, metrics)
+        return (jnp.mean(totals), (batch_stats, metrics)), (grads, probe_grads)
+
     def step_fn(state: TrainState, batch: dict[str, jax.Array]):
         rng = jax.random.fold_in(base_key, state.step)
         views, labels = batch["global"], batch["label"]  # [B, V, H, W, 3], [B]
-        num_views = views.shape[1]
-
-        def total_loss(params, probe_params):
-            variables = {"params": params, "batch_stats": state.batch_stats}
-            loss, (features, batch_stats, metrics) = method.loss_fn(
-                model, variables, views, config.method, rng
+        if accum_steps == 1:
+            (total, (batch_stats, metrics)), (grads, probe_grads) = grad_fn(
+                state.params, state.probe_params, state.batch_stats, views, labels, rng
             )
-            # The probe reads features but must never shape them: labels stay out of pre-training.
-            features = jax.lax.stop_gradient(features.reshape(-1, features.shape[-1]))  # [B*V, D]
-            logits = probe.apply({"params": probe_params}, features)  # [B*V, C]
-            probe_labels = jnp.repeat(labels, num_views)  # [B*V], batch-major like features
-            probe_loss = optax.softmax_cross_entropy_with_integer_labels(
-                logits, probe_labels
-            ).mean()
-            metrics = {
-                **metrics,
-                "train/loss": loss,
-                "probe/loss": probe_loss,
-                "probe/top1": jnp.mean(jnp.argmax(logits, -1) == probe_labels),
-            }
-            return loss + probe_loss, (batch_stats, metrics)
-
-        grad_fn = jax.value_and_grad(total_loss, argnums=(0, 1), has_aux=True)
-        (total, (batch_stats, metrics)), (grads, probe_grads) = grad_fn(
-            state.params, state.probe_params
-        )
+        else:
+            (total, (batch_stats, metrics)), (grads, probe_grads) = accumulated_grads(
+                state, views, labels, rng
+            )
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         probe_updates, probe_opt_state = probe_tx.update(

@@ -209,6 +209,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     mesh = sharding.make_mesh(config.mesh)
     sharding.check_batch_size(batch_size, mesh)
     sharding.check_batch_size(config.evals.knn.batch_size, mesh)
+    accum = config.train.grad_accum_steps
+    if accum < 1 or batch_size % accum or (batch_size // accum) % mesh.devices.size:
+        raise ValueError(
+            f"train.grad_accum_steps={accum} must be >= 1 and split the global batch "
+            f"{batch_size} into micro-batches that divide over {mesh.devices.size} devices."
+        )
     replicated = sharding.replicated(mesh)
     logging.info(
         "Mesh %s over %d processes; %d steps of global batch %d.",
