@@ -35,6 +35,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = base.get_base_config()
     config.method.name = "simclr"
     config.method.temperature = 0.2
+    # "dense": the [2B, 2B] similarities at once; "blockwise": the same loss and gradients in
+    # bounded memory, loss_chunk_size columns at a time per device (global batches of ~10k+).
+    config.method.loss_impl = "dense"
+    config.method.loss_chunk_size = 1024
     config.model.backbone = "resnet18"
     config.model.projector_hidden_dim = 2048
     config.model.projector_dim = 128

@@ -1,8 +1,10 @@
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
+from jaxssl import sharding
 from jaxssl.losses import contrastive
 
 
@@ -71,3 +73,214 @@ def test_nt_xent_finite_gradients_in_bfloat16():
 def test_contrastive_top1():
     eye = jnp.eye(4)
     assert float(jax.jit(contrastive.contrastive_top1)(eye, eye)) == 1.0
+
+
+# --- Multi-positive NT-Xent over a positive-pair graph (SupCon's L_out) ---
+
+
+def _numpy_multi_positive(z, positives, temperature):
+    """Independent float64 loop: SupCon's L_out, mean over anchors with positives."""
+    z = np.asarray(z, np.float64)
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    m = len(z)
+    sim = z @ z.T / temperature
+    losses = []
+    for a in range(m):
+        pos = [p for p in range(m) if p != a and positives[a, p]]
+        if not pos:
+            continue
+        log_denominator = np.log(sum(np.exp(sim[a, b]) for b in range(m) if b != a))
+        losses.append(-np.mean([sim[a, p] - log_denominator for p in pos]))
+    return np.mean(losses)
+
+
+def _random_graph(seed, m=24, d=8, num_labels=6):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(m, d)).astype(np.float32)
+    ids = rng.integers(0, num_labels, size=m).astype(np.int32)
+    ids[:2] = [100, 101]  # two anchors with no positive: excluded from the mean
+    return z, ids
+
+
+multi_positive = jax.jit(contrastive.multi_positive_nt_xent, static_argnames="temperature")
+blockwise = jax.jit(
+    contrastive.multi_positive_nt_xent_blockwise, static_argnames=("temperature", "chunk_size")
+)
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.5])
+def test_multi_positive_matches_numpy(temperature):
+    z, ids = _random_graph(0)
+    expected = _numpy_multi_positive(z, ids[:, None] == ids[None, :], temperature)
+    for loss in (
+        multi_positive(z, temperature, ids=ids),
+        multi_positive(z, temperature, positives=ids[:, None] == ids[None, :]),
+        blockwise(z, temperature, ids=ids, chunk_size=5),
+    ):
+        np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    # An explicit, asymmetric graph (the matrix need not be a partition); diagonal ignored.
+    positives = np.random.default_rng(1).random((24, 24)) < 0.2
+    expected = _numpy_multi_positive(z, positives, temperature)
+    np.testing.assert_allclose(
+        multi_positive(z, temperature, positives=positives), expected, rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        blockwise(z, temperature, positives=positives, chunk_size=7), expected, rtol=1e-5
+    )
+
+
+def test_nt_xent_is_multi_positive_over_the_augmentation_graph():
+    rng = np.random.default_rng(2)
+    z1, z2 = rng.normal(size=(2, 8, 16)).astype(np.float32)
+    # The formula nt_xent had before it called the general loss.
+    logits, positives = contrastive.nt_xent_logits(z1, z2, 0.2)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    before = -jnp.mean(jnp.take_along_axis(log_probs, positives[:, None], axis=-1))
+    loss = nt_xent(z1, z2, temperature=0.2)
+    np.testing.assert_allclose(loss, before, rtol=1e-6)
+    z = np.stack([z1, z2], axis=1).reshape(16, 16)  # batch-major, as methods/simclr.py
+    ids = contrastive.augmentation_graph_ids(8, 2)
+    np.testing.assert_allclose(multi_positive(z, 0.2, ids=ids), loss, rtol=1e-6)
+    np.testing.assert_allclose(blockwise(z, 0.2, ids=ids, chunk_size=3), loss, rtol=1e-6)
+    np.testing.assert_allclose(
+        jax.jit(contrastive.multi_positive_top1)(z, ids=ids), contrastive.contrastive_top1(z1, z2)
+    )
+
+
+def test_label_and_union_graphs():
+    rng = np.random.default_rng(3)
+    b, v = 10, 3
+    z = rng.normal(size=(b * v, 8)).astype(np.float32)
+    image_ids = contrastive.augmentation_graph_ids(b, v)
+    simclr = multi_positive(z, 0.3, ids=image_ids)
+    # Unique labels (or no known label) give the augmentation graph back.
+    unique = jnp.repeat(jnp.asarray(rng.permutation(b)), v)
+    np.testing.assert_allclose(multi_positive(z, 0.3, ids=unique), simclr, rtol=1e-6)
+    union = contrastive.union_graph_ids(image_ids, jnp.full((b * v,), -1))
+    np.testing.assert_allclose(multi_positive(z, 0.3, ids=union), simclr, rtol=1e-6)
+    # Partly known labels: the ids give exactly the union of the two graphs.
+    labels = np.repeat(rng.integers(-1, 3, size=b), v)  # label per image, -1 = unknown
+    union = contrastive.union_graph_ids(image_ids, jnp.asarray(labels))
+    same_image = np.asarray(image_ids)[:, None] == np.asarray(image_ids)[None, :]
+    same_label = (labels[:, None] == labels[None, :]) & (labels >= 0)[:, None]
+    expected = (same_image | same_label) & ~np.eye(b * v, dtype=bool)
+    np.testing.assert_array_equal(contrastive.positives_from_ids(union), expected)
+    np.testing.assert_allclose(
+        multi_positive(z, 0.3, ids=union), _numpy_multi_positive(z, expected, 0.3), rtol=1e-5
+    )
+    assert float(multi_positive(z, 0.3, ids=union)) != pytest.approx(float(simclr))
+
+
+def test_multi_positive_invariances():
+    z, ids = _random_graph(4)
+    loss = multi_positive(z, 0.2, ids=ids)
+    perm = np.random.default_rng(5).permutation(len(z))
+    np.testing.assert_allclose(multi_positive(z[perm], 0.2, ids=ids[perm]), loss, rtol=1e-5)
+    np.testing.assert_allclose(multi_positive(7.0 * z, 0.2, ids=ids), loss, rtol=1e-5)
+    # Relabelling the groups changes nothing either.
+    np.testing.assert_allclose(multi_positive(z, 0.2, ids=3 * ids + 11), loss, rtol=1e-6)
+    positives = contrastive.positives_from_ids(jnp.asarray(ids))
+    np.testing.assert_allclose(multi_positive(z, 0.2, positives=positives), loss, rtol=1e-6)
+    with pytest.raises(ValueError, match="exactly one"):
+        contrastive.multi_positive_nt_xent(z, 0.2)
+
+
+# --- Blockwise: the same value and gradients without the [M, M] matrix ---
+
+
+def _data_mesh():
+    return sharding.make_mesh(ml_collections.ConfigDict(dict(data=8)))
+
+
+def _value_and_grad(loss_fn, **kwargs):
+    return jax.jit(jax.value_and_grad(lambda z, ids: loss_fn(z, 0.2, ids=ids, **kwargs)))
+
+
+def _assert_close(got, expected, rtol=1e-5):
+    (value, grad), (expected_value, expected_grad) = got, expected
+    np.testing.assert_allclose(value, expected_value, rtol=rtol)
+    error = np.linalg.norm(np.asarray(grad) - expected_grad) / np.linalg.norm(expected_grad)
+    assert error <= rtol, error
+
+
+def _sharded_graph(seed=6):
+    z, ids = _random_graph(seed, m=128, d=16, num_labels=40)
+    mesh = _data_mesh()
+    batch = jax.sharding.NamedSharding(mesh, jax.P("data"))
+    return z, ids, mesh, (jax.device_put(z, batch), jax.device_put(ids, batch))
+
+
+@pytest.mark.parametrize("chunk_size", [16, 40, 1024])  # 40: the last chunk is padded
+def test_blockwise_equals_dense_on_eight_devices(chunk_size):
+    z, ids, _, sharded = _sharded_graph()
+    dense = _value_and_grad(contrastive.multi_positive_nt_xent)(z, ids)
+    step = _value_and_grad(contrastive.multi_positive_nt_xent_blockwise, chunk_size=chunk_size)
+    _assert_close(step(*sharded), dense)
+    # It ran as a shard_map over the 8 devices, found from the inputs' sharding alone.
+    assert "shard_map" in str(step.trace(*sharded).jaxpr)
+    top1 = jax.jit(contrastive.multi_positive_top1_blockwise, static_argnames="chunk_size")
+    np.testing.assert_allclose(
+        top1(sharded[0], ids=sharded[1], chunk_size=chunk_size),
+        contrastive.multi_positive_top1(z, ids=ids),
+    )
+
+
+def test_blockwise_finds_the_mesh_and_takes_a_matrix():
+    z, ids, mesh, sharded = _sharded_graph(seed=8)
+    dense = _value_and_grad(contrastive.multi_positive_nt_xent)(z, ids)
+    step = _value_and_grad(contrastive.multi_positive_nt_xent_blockwise, chunk_size=40)
+    # The mesh from jax.set_mesh or the mesh argument, with unsharded inputs.
+    with jax.set_mesh(mesh):
+        assert "shard_map" in str(step.trace(z, ids).jaxpr)
+        _assert_close(step(z, ids), dense)
+    with_mesh = _value_and_grad(
+        contrastive.multi_positive_nt_xent_blockwise, chunk_size=40, mesh=mesh
+    )
+    assert "shard_map" in str(with_mesh.trace(z, ids).jaxpr)
+    _assert_close(with_mesh(z, ids), dense)
+    # A row-sharded positives matrix gives the same.
+    positives = jax.device_put(
+        contrastive.positives_from_ids(jnp.asarray(ids)), sharded[0].sharding
+    )
+    matrix_step = jax.jit(
+        jax.value_and_grad(
+            lambda z, p: contrastive.multi_positive_nt_xent_blockwise(
+                z, 0.2, positives=p, chunk_size=40
+            )
+        )
+    )
+    _assert_close(matrix_step(sharded[0], positives), dense)
+
+
+def test_blockwise_without_mesh_or_uneven_batch_falls_back_to_one_device():
+    z, ids = _random_graph(7, m=36, d=8)  # 36 rows do not split over 8 devices
+    dense = _value_and_grad(contrastive.multi_positive_nt_xent)(z, ids)
+    step = _value_and_grad(contrastive.multi_positive_nt_xent_blockwise, chunk_size=8)
+    _assert_close(step(z, ids), dense)
+    assert "shard_map" not in str(step.trace(z, ids).jaxpr)
+    with jax.set_mesh(_data_mesh()):
+        _assert_close(step(z, ids), dense)
+
+
+def test_blockwise_memory_is_bounded():
+    m, d, chunk_size = 4096, 16, 256
+    z = jax.ShapeDtypeStruct((m, d), jnp.float32)
+    ids = jax.ShapeDtypeStruct((m,), jnp.int32)
+    mesh = _data_mesh()
+    batch = jax.sharding.NamedSharding(mesh, jax.P("data"))
+
+    def temp_bytes(loss_fn, **kwargs):
+        step = jax.jit(
+            jax.value_and_grad(lambda z, ids: loss_fn(z, 0.2, ids=ids, **kwargs)),
+            in_shardings=(batch, batch),
+        )
+        return step.lower(z, ids).compile().memory_analysis().temp_size_in_bytes
+
+    blockwise_bytes = temp_bytes(
+        contrastive.multi_positive_nt_xent_blockwise, chunk_size=chunk_size
+    )
+    dense_bytes = temp_bytes(contrastive.multi_positive_nt_xent)
+    # Per device: a [M / 8, C] chunk of logits is 0.5 MiB, a 1/8 share of [M, M] is 8 MiB.
+    chunk_bytes = m // 8 * chunk_size * 4
+    assert blockwise_bytes < 8 * chunk_bytes, blockwise_bytes / chunk_bytes
+    assert dense_bytes > m * m * 4 / 8, dense_bytes

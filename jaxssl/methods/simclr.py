@@ -1,11 +1,10 @@
-"""SimCLR: two augmented views, a projector, NT-Xent over the global batch.
+"""SimCLR: augmented views, a projector, NT-Xent over the global batch.
 
 References:
   Chen et al., A Simple Framework for Contrastive Learning of Visual Representations,
   ICML 2020. https://arxiv.org/abs/2002.05709
 """
 
-import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -36,33 +35,64 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     return ssl_model.SSLModel(backbone=backbone, projector=projector)
 
 
+def _dense_loss(z: jax.Array, ids: jax.Array, config: ml_collections.ConfigDict):
+    return (
+        contrastive.multi_positive_nt_xent(z, config.temperature, ids=ids),
+        contrastive.multi_positive_top1(z, ids=ids),
+    )
+
+
+def _blockwise_loss(z: jax.Array, ids: jax.Array, config: ml_collections.ConfigDict):
+    chunk_size = config.loss_chunk_size
+    return (
+        contrastive.multi_positive_nt_xent_blockwise(
+            z, config.temperature, ids=ids, chunk_size=chunk_size
+        ),
+        contrastive.multi_positive_top1_blockwise(z, ids=ids, chunk_size=chunk_size),
+    )
+
+
+# config.method.loss_impl -> (z [M, P], ids [M], config) -> (loss, top-1). Same value and
+# gradients; "blockwise" never holds the [M, M] similarities (for global batches of ~10k+).
+LOSS_IMPLS = {"dense": _dense_loss, "blockwise": _blockwise_loss}
+
+
 def loss_fn(
     model: nn.Module, variables, views: jax.Array, config: ml_collections.ConfigDict, rng: jax.Array
 ):
-    """SimCLR loss of a batch of view pairs.
+    """SimCLR loss of a batch of augmented views.
 
-    Both views go through the model as one batch of ``2B`` images, so BatchNorm statistics are
-    those of the whole global batch of views (SimCLR's global BN).
+    All ``B * V`` views go through the model as one batch, so BatchNorm statistics are those of
+    the whole global batch of views (SimCLR's global BN). The loss is NT-Xent over the
+    augmentation graph: the positives of a view are the other views of its image, every other
+    view is a negative; with ``V = 2`` this is exactly SimCLR's loss, with more views the
+    multi-positive form (``contrastive.multi_positive_nt_xent``).
 
     Args:
       model: the ``SSLModel``.
       variables: ``{"params": ..., "batch_stats": ...}``.
-      views: ``[B, 2, H, W, 3]``.
-      config: the ``config.method`` section (``temperature``).
+      views: ``[B, V, H, W, 3]``, ``V >= 2``.
+      config: the ``config.method`` section (``temperature``, ``loss_impl``: a key of
+        ``LOSS_IMPLS``, ``loss_chunk_size``: columns per chunk of ``"blockwise"``).
       rng: unused (SimCLR's model is deterministic); part of the method protocol.
 
     Returns:
       ``(loss, (features [B, V, D], new_batch_stats, metrics))``.
     """
     del rng
+    if config.loss_impl not in LOSS_IMPLS:
+        raise ValueError(
+            f"Unknown method.loss_impl {config.loss_impl!r}; valid: {sorted(LOSS_IMPLS)}."
+        )
     b, v = views.shape[:2]
-    chex.assert_equal(v, 2)
+    if v < 2:
+        raise ValueError(f"SimCLR needs at least 2 views per image, got {v}.")
     # Batch-major flattening keeps each device's rows on that device (no resharding).
     images = views.reshape((b * v,) + views.shape[2:])  # [B*V, H, W, 3]
     (features, projections), updates = model.apply(
         variables, images, train=True, mutable=["batch_stats"]
     )
-    z = projections.reshape(b, v, -1)  # [B, V, P]
-    loss = contrastive.nt_xent(z[:, 0], z[:, 1], config.temperature)
-    metrics = {"train/contrastive_top1": contrastive.contrastive_top1(z[:, 0], z[:, 1])}
+    ids = contrastive.augmentation_graph_ids(b, v)  # [B*V], image index, batch-major like z
+    loss, top1 = LOSS_IMPLS[config.loss_impl](projections, ids, config)  # z: [B*V, P]
+    metrics = {"train/contrastive_top1": top1}
     return loss, (features.reshape(b, v, -1), updates["batch_stats"], metrics)
