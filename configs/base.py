@@ -129,9 +129,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.evals.run = ("knn", "linear", "spectral", "plots")  # keys of evaluate.EVALUATORS
     config.evals.linear = ml_collections.ConfigDict(
         dict(
-            weight_decays=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2),  # chosen on held-out train rows
+            weight_decays=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1),  # chosen on held-out train rows
             holdout_fraction=0.1,  # the last 10% of the train split
-            num_steps=100,  # full-batch L-BFGS iterations per fit
+            max_steps=1000,  # full-batch L-BFGS iterations per fit, at most ...
+            tolerance=1e-4,  # ... stopping once the gradient norm is below this
             flip=False,  # add features of horizontally flipped train images as examples
         )
     )

@@ -108,6 +108,44 @@ class Checkpointer:
         )
         return jax.block_until_ready(restored["state"])
 
+    def restore_variables(self, abstract_state: Any, step: int | None = None) -> dict[str, Any]:
+        """Restores only ``params`` and ``batch_stats``: what evaluation and export need.
+
+        Fields the TrainState gained later (or that another method adds) are not read, so
+        checkpoints of older runs still evaluate.
+
+        Args:
+          abstract_state: as for ``restore``; only its ``params`` and ``batch_stats`` are used.
+          step: the step to restore; default the latest.
+
+        Returns:
+          ``{"params": ..., "batch_stats": ...}``, sharded as ``abstract_state`` says.
+        """
+        step = self._manager.latest_step() if step is None else step
+        where = os.path.join(self.directory, str(step))
+        saved = self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+        self._check_config(saved["config"], where)
+        target = {"params": abstract_state.params, "batch_stats": abstract_state.batch_stats}
+        reader = ocp.CheckpointManager(
+            self._path,
+            options=ocp.CheckpointManagerOptions(read_only=True),
+            item_handlers={"state": ocp.PyTreeCheckpointHandler()},
+        )
+        try:
+            restored = reader.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.PyTreeRestore(
+                        item=target,
+                        restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                        partial_restore=True,
+                    )
+                ),
+            )
+        finally:
+            reader.close()
+        return jax.block_until_ready(restored["state"])
+
     def restore_latest_usable(self, abstract_state: Any) -> Any | None:
         """Restores the newest readable checkpoint, moving unreadable newer ones aside.
 

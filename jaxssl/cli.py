@@ -1,9 +1,12 @@
-"""The ``jaxssl`` console script: ``jaxssl train --config ... --workdir ...``."""
+"""The ``jaxssl`` console script: ``jaxssl {train,eval,export} ...``."""
 
 import sys
 
-COMMANDS = ("train",)
-USAGE = f"usage: jaxssl {{{','.join(COMMANDS)}}} --config configs/X.py[:preset] --workdir DIR"
+COMMANDS = ("train", "eval", "export")
+USAGE = """usage:
+  jaxssl train --config configs/X.py[:preset] --workdir DIR [--config.a.b=v ...]
+  jaxssl eval --workdir DIR [--step N] [--config.a.b=v ...]
+  jaxssl export --workdir DIR --out FILE.msgpack [--step N]"""
 
 
 def main() -> None:
@@ -15,3 +18,14 @@ def main() -> None:
         from jaxssl import train  # noqa: PLC0415
 
         train.run([f"jaxssl {command}", *rest])
+    elif command == "eval":
+        from jaxssl import evaluate  # noqa: PLC0415
+
+        evaluate.run([f"jaxssl {command}", *rest])
+    elif command == "export":
+        from jaxssl import platform  # noqa: PLC0415
+
+        platform.configure_xla_cpu()
+        from jaxssl import export  # noqa: PLC0415
+
+        export.run(rest)

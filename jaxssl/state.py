@@ -1,5 +1,6 @@
 """The training state: every field that a checkpoint must hold, as one pytree."""
 
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -20,6 +21,7 @@ class TrainState:
     step: jax.Array
     params: Any
     batch_stats: Any
+    method_state: Any  # e.g. EMA teacher, queue, center: see jaxssl/methods/__init__.py
     opt_state: Any
     probe_params: Any
     probe_opt_state: Any
@@ -32,8 +34,18 @@ def make_init_fn(
     tx: optax.GradientTransformation,
     probe_tx: optax.GradientTransformation,
     image_shape: tuple[int, ...],
+    init_method_state: Callable[[dict], Any] | None = None,
 ):
-    """Returns ``init_fn(key) -> TrainState``, to be jitted with the state's shardings."""
+    """Returns ``init_fn(key) -> TrainState``, to be jitted with the state's shardings.
+
+    Args:
+      model: the method's model.
+      probe: the online linear probe.
+      tx: optimizer of the model parameters.
+      probe_tx: optimizer of the probe.
+      image_shape: ``(H, W, 3)`` of the views used to initialize.
+      init_method_state: ``variables -> method state``; default: no method state (``{}``).
+    """
 
     def init_fn(key: jax.Array) -> TrainState:
         model_key, probe_key = jax.random.split(key)
@@ -46,6 +58,7 @@ def make_init_fn(
             step=jnp.zeros((), jnp.int32),
             params=variables["params"],
             batch_stats=variables.get("batch_stats", {}),  # {} for models without BatchNorm
+            method_state=init_method_state(variables) if init_method_state else {},
             opt_state=tx.init(variables["params"]),
             probe_params=probe_params,
             probe_opt_state=probe_tx.init(probe_params),

@@ -26,7 +26,8 @@ def make_train_step(
 
     Args:
       model: the method's ``SSLModel``.
-      method: the method module (``loss_fn``).
+      method: the method module (``loss_fn``, optionally ``update_method_state``; see
+        ``jaxssl/methods/__init__.py``).
       probe: linear classifier trained on ``stop_gradient`` backbone features.
       tx: optimizer of the model parameters.
       probe_tx: optimizer of the probe.
@@ -40,36 +41,37 @@ def make_train_step(
     """
 
     accum_steps = config.train.grad_accum_steps
+    update_method_state = getattr(method, "update_method_state", None)
 
-    def total_loss(params, probe_params, batch_stats, views, labels, rng):
+    def total_loss(params, probe_params, batch_stats, method_state, batch, rng):
         variables = {"params": params, "batch_stats": batch_stats}
-        loss, (features, batch_stats, metrics) = method.loss_fn(
-            model, variables, views, config.method, rng
-        )
+        loss, aux = method.loss_fn(model, variables, batch, method_state, config.method, rng)
         # The probe reads features but must never shape them: labels stay out of pre-training.
-        features = jax.lax.stop_gradient(features.reshape(-1, features.shape[-1]))  # [B*V, D]
+        features = jax.lax.stop_gradient(aux.features)  # [B, V, D]
+        features = features.reshape(-1, features.shape[-1])  # [B*V, D]
         logits = probe.apply({"params": probe_params}, features)  # [B*V, C]
-        probe_labels = jnp.repeat(labels, views.shape[1])  # [B*V], batch-major like features
+        probe_labels = jnp.repeat(batch["label"], aux.features.shape[1])  # batch-major, [B*V]
         probe_loss = optax.softmax_cross_entropy_with_integer_labels(logits, probe_labels).mean()
         metrics = {
-            **metrics,
+            **aux.metrics,
             "train/loss": loss,
             "probe/loss": probe_loss,
             "probe/top1": jnp.mean(jnp.argmax(logits, -1) == probe_labels),
         }
-        return loss + probe_loss, (batch_stats, metrics)
+        return loss + probe_loss, ((aux.batch_stats, aux.method_state), metrics)
 
     grad_fn = jax.value_and_grad(total_loss, argnums=(0, 1), has_aux=True)
 
-    def accumulated_grads(state, views, labels, rng):
+    def accumulated_grads(state, batch, rng):
         """Mean gradients over ``accum_steps`` micro-batches, one at a time (``lax.scan``).
 
         Micro-batch ``j`` is rows ``j, j + k, j + 2k, ...`` of the global batch, so with the
         batch split over devices every device holds an equal part of every micro-batch.
-        BatchNorm statistics are those of each micro-batch, and the running averages are
-        updated once per micro-batch; a loss over the batch (contrastive negatives) sees one
-        micro-batch. Only for losses that are means of per-example terms, with no BatchNorm, is
-        this the same as one step on the whole batch (tests/test_precision.py).
+        BatchNorm statistics are those of each micro-batch, and the running averages (and any
+        method state, e.g. a queue) are updated once per micro-batch; a loss over the batch
+        (contrastive negatives) sees one micro-batch. Only for losses that are means of
+        per-example terms, with no BatchNorm, is this the same as one step on the whole batch
+        (tests/test_precision.py).
         """
 
         def split(x):  # [B, ...] -> [k, B/k, ...]
@@ -77,48 +79,57 @@ def make_train_step(
             return jnp.swapaxes(x, 0, 1)
 
         def body(carry, micro):
-            batch_stats, grads, probe_grads = carry
-            micro_views, micro_labels, index = micro
-            (total, (batch_stats, metrics)), (g, pg) = grad_fn(
+            model_state, grads, probe_grads = carry
+            micro_batch, index = micro
+            (total, (model_state, metrics)), (g, pg) = grad_fn(
                 state.params,
                 state.probe_params,
-                batch_stats,
-                micro_views,
-                micro_labels,
+                *model_state,
+                micro_batch,
                 jax.random.fold_in(rng, index),
             )
             grads, probe_grads = jax.tree.map(jnp.add, (grads, probe_grads), (g, pg))
-            return (batch_stats, grads, probe_grads), (total, metrics)
+            return (model_state, grads, probe_grads), (total, metrics)
 
         zeros = jax.tree.map(jnp.zeros_like, (state.params, state.probe_params))
-        (batch_stats, grads, probe_grads), (totals, metrics) = jax.lax.scan(
+        (model_state, grads, probe_grads), (totals, metrics) = jax.lax.scan(
             body,
-            (state.batch_stats, *zeros),
-            (split(views), split(labels), jnp.arange(accum_steps)),
+            ((state.batch_stats, state.method_state), *zeros),
+            (jax.tree.map(split, batch), jnp.arange(accum_steps)),
         )
         grads, probe_grads = jax.tree.map(lambda g: g / accum_steps, (grads, probe_grads))
         metrics = jax.tree.map(jnp.mean, metrics)
-        return (jnp.mean(totals), (batch_stats, metrics)), (grads, probe_grads)
+        return (jnp.mean(totals), (model_state, metrics)), (grads, probe_grads)
 
     def step_fn(state: TrainState, batch: dict[str, jax.Array]):
         rng = jax.random.fold_in(base_key, state.step)
-        views, labels = batch["global"], batch["label"]  # [B, V, H, W, 3], [B]
         if accum_steps == 1:
-            (total, (batch_stats, metrics)), (grads, probe_grads) = grad_fn(
-                state.params, state.probe_params, state.batch_stats, views, labels, rng
+            (total, ((batch_stats, method_state), metrics)), (grads, probe_grads) = grad_fn(
+                state.params,
+                state.probe_params,
+                state.batch_stats,
+                state.method_state,
+                batch,
+                rng,
             )
         else:
-            (total, (batch_stats, metrics)), (grads, probe_grads) = accumulated_grads(
-                state, views, labels, rng
+            (total, ((batch_stats, method_state), metrics)), (grads, probe_grads) = (
+                accumulated_grads(state, batch, rng)
             )
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         probe_updates, probe_opt_state = probe_tx.update(
             probe_grads, state.probe_opt_state, state.probe_params
         )
+        params = optax.apply_updates(state.params, updates)
+        if update_method_state is not None:  # e.g. an EMA teacher following the new params
+            method_state = update_method_state(
+                method_state, params, batch_stats, state.step, config.method
+            )
         updated = state.replace(
-            params=optax.apply_updates(state.params, updates),
+            params=params,
             batch_stats=batch_stats,
+            method_state=method_state,
             opt_state=opt_state,
             probe_params=optax.apply_updates(state.probe_params, probe_updates),
             probe_opt_state=probe_opt_state,

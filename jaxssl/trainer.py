@@ -134,7 +134,9 @@ def make_knn_evaluator(
         make_batches[config.data.eval_train_split],
         make_batches[config.data.eval_test_split],
         mesh,
-        ks=(config.evals.knn.k,),
+        # The first k is the headline `knn/top1`; every k is logged as `knn/top1_k<k>`.
+        ks=(config.evals.knn.k, *(k for k in config.evals.knn.ks if k != config.evals.knn.k)),
+        majority=config.evals.knn.majority,
         temperature=config.evals.knn.temperature,
         num_classes=config.data.num_classes,
     )
@@ -174,7 +176,15 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Trainin
     tx, lr_schedule = optim.make_optimizer(config.optim, num_steps)
     probe_tx = optax.adamw(config.evals.probe.lr, weight_decay=config.evals.probe.weight_decay)
     image_shape = (config.data.image_size, config.data.image_size, 3)
-    init_fn = state_lib.make_init_fn(model, probe, tx, probe_tx, image_shape)
+    method_init = getattr(method, "init_method_state", None)
+    init_fn = state_lib.make_init_fn(
+        model,
+        probe,
+        tx,
+        probe_tx,
+        image_shape,
+        method_init and (lambda variables: method_init(model, variables, config.method)),
+    )
     init_key, base_key = jax.random.split(jax.random.key(config.seed))
     step_fn = step_lib.make_train_step(
         model, method, probe, tx, probe_tx, lr_schedule, config, base_key

@@ -69,4 +69,4 @@ def test_blockwise_loss_in_micro_batches_runs_per_device():
 def test_unknown_loss_impl_lists_the_valid_ones():
     views = jnp.zeros((4, 2, 8, 8, 3))
     with pytest.raises(ValueError, match="'blockwise', 'dense'"):
-        simclr.loss_fn(None, None, views, _config("sparse").method, None)
+        simclr.loss_fn(None, None, {"global": views}, {}, _config("sparse").method, None)

@@ -1,16 +1,22 @@
 """Global-batch semantics: the step gives the same result on 1 and 8 devices."""
 
+import importlib
+
 import chex
 import jax
 import numpy as np
 import pytest
 
-from configs import simclr_cifar10
 from jaxssl import methods, sharding, trainer
 
 
-def _setup(num_devices):
-    config = simclr_cifar10.get_config("smoke")
+def _smoke_config(method_name):
+    """Every method has ``configs/<method>_cifar10.py`` with a ``smoke`` preset."""
+    return importlib.import_module(f"configs.{method_name}_cifar10").get_config("smoke")
+
+
+def _setup(num_devices, method_name="simclr"):
+    config = _smoke_config(method_name)
     config.optim.name = "sgd"  # LARS+warmup starts at lr 0; SGD moves params on step 1
     config.optim.warmup_epochs = 0.0
     config.mesh.data = num_devices
@@ -31,19 +37,19 @@ def _batch(config, seed=0):
     }
 
 
-def _run(num_devices):
-    config, mesh, model, method, state, train_step = _setup(num_devices)
+def _run(num_devices, method_name):
+    config, mesh, model, method, state, train_step = _setup(num_devices, method_name)
     host_batch = _batch(config)
     batch = sharding.to_global(host_batch, mesh)
     assert len(batch["global"].sharding.device_set) == num_devices
 
-    def ssl_loss(params, batch_stats, views):
-        loss, _ = method.loss_fn(
-            model, {"params": params, "batch_stats": batch_stats}, views, config.method, None
-        )
+    def ssl_loss(params, batch_stats, batch):
+        variables = {"params": params, "batch_stats": batch_stats}
+        rng = jax.random.key(0)
+        loss, _ = method.loss_fn(model, variables, batch, state.method_state, config.method, rng)
         return loss
 
-    grads = jax.jit(jax.grad(ssl_loss))(state.params, state.batch_stats, batch["global"])
+    grads = jax.jit(jax.grad(ssl_loss))(state.params, state.batch_stats, batch)
     history = []
     for seed in range(2):
         batch = sharding.to_global(_batch(config, seed), mesh)
@@ -52,9 +58,10 @@ def _run(num_devices):
     return jax.device_get(state), history, jax.device_get(grads), train_step
 
 
-def test_one_and_eight_devices_agree():
-    state1, history1, grads1, _ = _run(1)
-    state8, history8, grads8, step8 = _run(8)
+@pytest.mark.parametrize("method_name", sorted(methods.METHODS))
+def test_one_and_eight_devices_agree(method_name):
+    state1, history1, grads1, _ = _run(1, method_name)
+    state8, history8, grads8, step8 = _run(8, method_name)
     for m1, m8 in zip(history1, history8, strict=True):
         np.testing.assert_allclose(m1["train/loss"], m8["train/loss"], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(m1["probe/loss"], m8["probe/loss"], rtol=1e-5, atol=1e-5)
@@ -72,6 +79,8 @@ def test_one_and_eight_devices_agree():
     for a, b in zip(jax.tree.leaves(grads1), jax.tree.leaves(grads8), strict=True):
         assert np.linalg.norm(a - b) <= 1e-2 * np.linalg.norm(a) + 1e-6
     chex.assert_trees_all_close(state1.batch_stats, state8.batch_stats, atol=1e-5, rtol=1e-5)
+    # Queues, centers, EMA teachers: the method state is as global as the batch.
+    chex.assert_trees_all_close(state1.method_state, state8.method_state, atol=1e-5, rtol=1e-5)
     # After two updates, compare parameters as a whole (same rounding caveat as above).
     param_diff = np.sqrt(
         sum(
@@ -83,7 +92,7 @@ def test_one_and_eight_devices_agree():
     assert param_diff / param_norm <= 1e-5, param_diff / param_norm
     assert step8._cache_size() == 1  # the second step reused the first compilation
     # The step moved the parameters (the comparison above is not vacuous).
-    _, _, _, _, fresh, _ = _setup(1)
+    _, _, _, _, fresh, _ = _setup(1, method_name)
     diff = jax.tree.map(
         lambda a, b: float(np.abs(a - b).max()), jax.device_get(fresh.params), state1.params
     )

@@ -4,11 +4,13 @@ Protocol (Wu et al. 2018, as used by DINO, solo-learn and most SSL papers): the 
 the memory bank, the test split the queries; cosine similarity; each of the k nearest
 neighbours votes for its label with weight ``exp(sim / T)``; top-1 accuracy of the highest
 vote. Defaults k=200, T=0.1. Features come from the backbone in inference mode (running
-BatchNorm statistics), without augmentation.
+BatchNorm statistics), without augmentation. The offline suite (``jaxssl eval``) also reports
+k in {10, 20, 100, 200} and a plain majority vote, from a single neighbour search.
 """
 
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -22,7 +24,77 @@ def _normalize(x: jax.Array) -> jax.Array:
     return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-24))
 
 
-@partial(jax.jit, static_argnames=("ks", "num_classes", "chunk_size"))
+@partial(jax.jit, static_argnames=("k", "chunk_size"))
+def nearest_neighbours(
+    memory: jax.Array,
+    memory_mask: jax.Array,
+    queries: jax.Array,
+    *,
+    k: int,
+    chunk_size: int = 256,
+) -> tuple[jax.Array, jax.Array]:
+    """The ``k`` most cosine-similar memory rows of every query, most similar first.
+
+    Args:
+      memory: memory-bank features ``[N, D]`` (normalized here).
+      memory_mask: ``[N]`` bool, False for padding rows that must never be neighbours.
+      queries: query features ``[Q, D]``; ``Q`` must be a multiple of ``chunk_size``.
+      k: neighbours per query.
+      chunk_size: queries per similarity block; bounds memory to ``chunk_size x N``.
+
+    Returns:
+      ``(similarities [Q, k], indices [Q, k])``: cosine similarities and row indices into
+      ``memory``.
+    """
+    memory = _normalize(memory.astype(jnp.float32))  # [N, D]
+
+    def search_chunk(q):  # [C, D] -> ([C, k], [C, k])
+        sim = _normalize(q.astype(jnp.float32)) @ memory.T  # [C, N]
+        sim = jnp.where(memory_mask[None, :], sim, -jnp.inf)
+        return jax.lax.top_k(sim, k)
+
+    chunks = queries.reshape(-1, chunk_size, queries.shape[-1])  # [Q/C, C, D]
+    similarities, indices = jax.lax.map(search_chunk, chunks)  # [Q/C, C, k] each
+    return similarities.reshape(-1, k), indices.reshape(-1, k)
+
+
+@partial(jax.jit, static_argnames=("ks", "num_classes", "weighted"))
+def vote(
+    similarities: jax.Array,
+    neighbour_labels: jax.Array,
+    *,
+    ks: Sequence[int],
+    temperature: float,
+    num_classes: int,
+    weighted: bool = True,
+) -> jax.Array:
+    """Class votes of the nearest neighbours, for several k at once.
+
+    Weighted (Wu et al. 2018): neighbour ``i`` votes with ``exp(sim_i / T)``. Majority: every
+    neighbour votes 1; ties go to the class whose votes have the larger summed similarity.
+
+    Args:
+      similarities: ``[Q, K]`` cosine similarities, most similar first.
+      neighbour_labels: ``[Q, K]`` labels of those neighbours.
+      ks: neighbour counts (each ``<= K``); each uses the first ``k`` neighbours.
+      temperature: vote temperature ``T`` of the weighted vote.
+      num_classes: number of classes.
+      weighted: temperature-weighted (True) or plain majority (False) vote.
+
+    Returns:
+      Predicted labels ``[len(ks), Q]``.
+    """
+    one_hot = jax.nn.one_hot(neighbour_labels, num_classes)  # [Q, K, classes]
+    if weighted:
+        votes = one_hot * jnp.exp(similarities / temperature)[..., None]
+    else:
+        # Counts decide; the similarity term (|sim| <= 1, so it sums to under 1/2 over K
+        # neighbours) only breaks ties, deterministically and in favour of closer neighbours.
+        votes = one_hot * (1.0 + similarities[..., None] / (2.0 * (similarities.shape[1] + 1)))
+    cumulative = jnp.cumsum(votes, axis=1)  # prefix sums give every k in one pass
+    return jnp.stack([jnp.argmax(cumulative[:, k - 1], axis=-1) for k in ks])
+
+
 def knn_predict(
     memory: jax.Array,
     memory_labels: jax.Array,
@@ -33,8 +105,9 @@ def knn_predict(
     temperature: float,
     num_classes: int,
     chunk_size: int = 256,
+    weighted: bool = True,
 ) -> jax.Array:
-    """Temperature-weighted kNN predictions for several k at once.
+    """Temperature-weighted (or majority) kNN predictions for several k at once.
 
     Args:
       memory: memory-bank features ``[N, D]`` (normalized here).
@@ -45,6 +118,7 @@ def knn_predict(
       temperature: vote temperature ``T`` (weights ``exp(sim / T)``).
       num_classes: number of classes.
       chunk_size: queries per similarity block; bounds memory to ``chunk_size x N``.
+      weighted: temperature-weighted vote (default) or plain majority vote.
 
     Returns:
       Predicted labels ``[len(ks), Q]``.
@@ -53,38 +127,50 @@ def knn_predict(
       Wu et al., Unsupervised Feature Learning via Non-Parametric Instance Discrimination,
       CVPR 2018. https://arxiv.org/abs/1805.01978
     """
-    memory = _normalize(memory.astype(jnp.float32))  # [N, D]
-    max_k = max(ks)
+    similarities, indices = nearest_neighbours(
+        memory, memory_mask, queries, k=max(ks), chunk_size=chunk_size
+    )
+    return vote(
+        similarities,
+        memory_labels[indices],
+        ks=tuple(ks),
+        temperature=temperature,
+        num_classes=num_classes,
+        weighted=weighted,
+    )
 
-    def predict_chunk(q):  # [C, D] -> [len(ks), C]
-        sim = _normalize(q.astype(jnp.float32)) @ memory.T  # [C, N]
-        sim = jnp.where(memory_mask[None, :], sim, -jnp.inf)
-        top_sim, top_idx = jax.lax.top_k(sim, max_k)  # [C, K]
-        votes = (
-            jax.nn.one_hot(memory_labels[top_idx], num_classes)
-            * jnp.exp(top_sim / temperature)[..., None]
-        )  # [C, K, classes]
-        cumulative = jnp.cumsum(votes, axis=1)  # prefix sums give every k in one pass
-        return jnp.stack([jnp.argmax(cumulative[:, k - 1], axis=-1) for k in ks])
 
-    chunks = queries.reshape(-1, chunk_size, queries.shape[-1])  # [Q/C, C, D]
-    predictions = jax.lax.map(predict_chunk, chunks)  # [Q/C, len(ks), C]
-    return predictions.transpose(1, 0, 2).reshape(len(ks), -1)
+def protocol(
+    ks: Sequence[int],
+    temperature: float,
+    memory_split: str,
+    query_split: str,
+    weighted: bool = True,
+) -> str:
+    """The kNN protocol in words, stored and printed beside its numbers."""
+    vote_name = "weighted" if weighted else "majority"
+    temperature_text = f" T={temperature:g}" if weighted else ""
+    ks_text = ",".join(str(k) for k in ks)
+    return (
+        f"kNN cosine{temperature_text} k={ks_text} {vote_name}, memory={memory_split}, "
+        f"queries={query_split}"
+    )
 
 
 def extract_features(
     embed_fn: Callable, variables, batches: Iterator[dict[str, np.ndarray]], mesh: jax.sharding.Mesh
-) -> tuple[jax.Array, jax.Array, jax.Array]:
+) -> tuple[Any, jax.Array, jax.Array]:
     """Runs ``embed_fn`` over every batch and concatenates features, labels and masks on device.
 
     Args:
-      embed_fn: jitted ``(variables, images) -> features``.
+      embed_fn: jitted ``(variables, images) -> features``; features may be a pytree of
+        ``[B, ...]`` arrays (e.g. backbone features and projections).
       variables: model variables.
       batches: per-process batches ``{"image", "label", "mask"}``.
       mesh: the mesh the batches are sharded over.
 
     Returns:
-      ``(features [N, D], labels [N], mask [N])`` as global arrays.
+      ``(features [N, D] (or that pytree), labels [N], mask [N])`` as global arrays.
     """
     features, labels, masks = [], [], []
     for batch in batches:
@@ -92,13 +178,71 @@ def extract_features(
         features.append(embed_fn(variables, batch["image"]))
         labels.append(batch["label"])
         masks.append(batch["mask"])
-    return jnp.concatenate(features), jnp.concatenate(labels), jnp.concatenate(masks)
+    features = jax.tree.map(lambda *parts: jnp.concatenate(parts), *features)
+    return features, jnp.concatenate(labels), jnp.concatenate(masks)
 
 
 def _accuracy(predictions: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
     """Top-1 accuracy per row of ``predictions`` ``[K, >=Q]`` over the masked queries ``[Q]``."""
     correct = (predictions[:, : labels.shape[0]] == labels[None]) & mask[None]  # [K, Q]
     return correct.sum(axis=1) / mask.sum()
+
+
+def evaluate_features(
+    memory: tuple[jax.Array, jax.Array, jax.Array],
+    queries: tuple[jax.Array, jax.Array, jax.Array],
+    mesh: jax.sharding.Mesh,
+    *,
+    ks: Sequence[int],
+    temperature: float,
+    num_classes: int,
+    majority: bool = False,
+    chunk_size: int = 256,
+) -> dict[str, float]:
+    """kNN top-1 of already extracted features, for every k (and the majority vote).
+
+    The neighbour search runs once for the largest k; both votes and all k reuse it.
+
+    Args:
+      memory: ``(features [N, D], labels [N], mask [N])`` of the memory split.
+      queries: ``(features [Q, D], labels [Q], mask [Q])`` of the query split.
+      mesh: the mesh the features live on.
+      ks: neighbour counts to report.
+      temperature: vote temperature of the weighted vote.
+      num_classes: number of classes.
+      majority: also report the unweighted majority vote.
+      chunk_size: queries per similarity block.
+
+    Returns:
+      ``{"knn/top1_k<k>": ...}`` (weighted) and, with ``majority``,
+      ``{"knn/majority_top1_k<k>": ...}``.
+    """
+    memory_features, memory_labels, memory_mask = memory
+    query_features, query_labels, query_mask = queries
+    ks = tuple(ks)
+    pad = (-query_features.shape[0]) % chunk_size
+    query_features = jnp.pad(query_features, ((0, pad), (0, 0)))
+    similarities, indices = nearest_neighbours(
+        memory_features, memory_mask, query_features, k=max(ks), chunk_size=chunk_size
+    )
+    neighbour_labels = memory_labels[indices]
+    # Replicated output: every process can read it, also when the batch spans processes.
+    accuracy_fn = jax.jit(_accuracy, out_shardings=sharding.replicated(mesh))
+    votes = {"": True, "majority_": False} if majority else {"": True}
+    metrics = {}
+    for prefix, weighted in votes.items():
+        predictions = vote(
+            similarities,
+            neighbour_labels,
+            ks=ks,
+            temperature=temperature,
+            num_classes=num_classes,
+            weighted=weighted,
+        )
+        accuracy = jax.device_get(accuracy_fn(predictions, query_labels, query_mask))
+        for k, a in zip(ks, accuracy, strict=True):
+            metrics[f"knn/{prefix}top1_k{k}"] = float(a)
+    return metrics
 
 
 class KNNEvaluator:
@@ -113,6 +257,7 @@ class KNNEvaluator:
       temperature: vote temperature.
       num_classes: number of classes.
       embed_fn: jitted ``(variables, images) -> features``; default the model's backbone.
+      majority: also report the unweighted majority vote (``knn/majority_top1_k<k>``).
     """
 
     def __init__(
@@ -125,6 +270,7 @@ class KNNEvaluator:
         temperature: float,
         num_classes: int,
         embed_fn: Callable | None = None,
+        majority: bool = False,
     ):
         self.make_memory_batches = make_memory_batches
         self.make_query_batches = make_query_batches
@@ -132,36 +278,42 @@ class KNNEvaluator:
         self._ks = tuple(ks)
         self._temperature = temperature
         self._num_classes = num_classes
-        self._embed_fn = embed_fn or jax.jit(
-            lambda variables, images: model.apply(variables, images, method=model.embed),
-            out_shardings=sharding.batch_sharding(mesh),
-        )
-        # Replicated output: every process can read it, also when the batch spans processes.
-        self._accuracy_fn = jax.jit(_accuracy, out_shardings=sharding.replicated(mesh))
+        self._majority = majority
+        self._embed_fn = embed_fn or make_embed_fn(model, mesh)
 
     def run(self, state) -> dict[str, float]:
         """Returns ``{"knn/top1": ..., "knn/top1_k<k>": ...}`` for the state's backbone."""
         variables = {"params": state.params, "batch_stats": state.batch_stats}
-        memory, memory_labels, memory_mask = extract_features(
-            self._embed_fn, variables, self.make_memory_batches(), self._mesh
-        )
-        queries, query_labels, query_mask = extract_features(
-            self._embed_fn, variables, self.make_query_batches(), self._mesh
-        )
-        chunk = 256
-        pad = (-queries.shape[0]) % chunk
-        queries = jnp.pad(queries, ((0, pad), (0, 0)))
-        predictions = knn_predict(
+        memory = extract_features(self._embed_fn, variables, self.make_memory_batches(), self._mesh)
+        queries = extract_features(self._embed_fn, variables, self.make_query_batches(), self._mesh)
+        metrics = evaluate_features(
             memory,
-            memory_labels,
-            memory_mask,
             queries,
+            self._mesh,
             ks=self._ks,
             temperature=self._temperature,
             num_classes=self._num_classes,
-            chunk_size=chunk,
+            majority=self._majority,
         )
-        accuracy = jax.device_get(self._accuracy_fn(predictions, query_labels, query_mask))
-        metrics = {f"knn/top1_k{k}": float(a) for k, a in zip(self._ks, accuracy, strict=True)}
         metrics["knn/top1"] = metrics[f"knn/top1_k{self._ks[0]}"]
         return metrics
+
+
+def make_embed_fn(model: nn.Module, mesh: jax.sharding.Mesh, flip: bool = False) -> Callable:
+    """Jitted ``(variables, images) -> backbone features [B, D]`` in inference mode.
+
+    Args:
+      model: the ``SSLModel``.
+      mesh: the mesh; features stay sharded over ``"data"`` like the images.
+      flip: embed the horizontally flipped images instead.
+
+    Returns:
+      The embedding function.
+    """
+
+    def embed(variables, images):  # [B, H, W, 3] -> [B, D]
+        if flip:
+            images = images[:, :, ::-1]
+        return model.apply(variables, images, method=model.embed)
+
+    return jax.jit(embed, out_shardings=sharding.batch_sharding(mesh))

@@ -1,9 +1,28 @@
-"""Methods by name. Each method module provides ``build_model(config)`` and
-``loss_fn(model, variables, views, method_config, rng)``."""
+"""Methods by name, and the protocol every method module follows.
+
+A method module provides:
+
+* ``build_model(config) -> nn.Module``: the networks (backbone, heads), with
+  ``model.embed(images)`` giving backbone features for evaluation.
+* ``loss_fn(model, variables, batch, method_state, config, rng) -> (loss, LossAux)``: the
+  pre-training loss of a global batch. ``batch["global"]`` holds the views ``[B, V, H, W, 3]``
+  (further view groups, e.g. ``batch["local"]``, may follow), ``batch["label"]`` the labels
+  (only label-using methods such as SupCon read them). ``config`` is ``config.method``.
+* optionally ``init_method_state(model, variables, config) -> pytree``: state that is not
+  trained by the optimizer but must be checkpointed (EMA teachers, queues, centers).
+  Default: ``{}``.
+* optionally ``update_method_state(method_state, params, batch_stats, step, config) ->
+  pytree``: called after the optimizer update with the new parameters (EMA teachers).
+
+Everything is traced inside the one jitted train step over the global batch.
+"""
 
 from types import ModuleType
 
 from jaxssl.methods import simclr
+from jaxssl.methods.base import LossAux
+
+__all__ = ["METHODS", "LossAux", "get_method"]
 
 METHODS: dict[str, ModuleType] = {"simclr": simclr}
 

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxssl.losses import contrastive
+from jaxssl.methods.base import LossAux
 from jaxssl.models import heads, resnet, ssl_model
 
 
@@ -58,8 +59,13 @@ LOSS_IMPLS = {"dense": _dense_loss, "blockwise": _blockwise_loss}
 
 
 def loss_fn(
-    model: nn.Module, variables, views: jax.Array, config: ml_collections.ConfigDict, rng: jax.Array
-):
+    model: nn.Module,
+    variables,
+    batch: dict[str, jax.Array],
+    method_state,
+    config: ml_collections.ConfigDict,
+    rng: jax.Array,
+) -> tuple[jax.Array, LossAux]:
     """SimCLR loss of a batch of augmented views.
 
     All ``B * V`` views go through the model as one batch, so BatchNorm statistics are those of
@@ -71,15 +77,17 @@ def loss_fn(
     Args:
       model: the ``SSLModel``.
       variables: ``{"params": ..., "batch_stats": ...}``.
-      views: ``[B, V, H, W, 3]``, ``V >= 2``.
+      batch: ``batch["global"]``: the views ``[B, V, H, W, 3]``, ``V >= 2``.
+      method_state: SimCLR has none (``{}``); returned as is.
       config: the ``config.method`` section (``temperature``, ``loss_impl``: a key of
         ``LOSS_IMPLS``, ``loss_chunk_size``: columns per chunk of ``"blockwise"``).
       rng: unused (SimCLR's model is deterministic); part of the method protocol.
 
     Returns:
-      ``(loss, (features [B, V, D], new_batch_stats, metrics))``.
+      ``(loss, LossAux)``.
     """
     del rng
+    views = batch["global"]
     if config.loss_impl not in LOSS_IMPLS:
         raise ValueError(
             f"Unknown method.loss_impl {config.loss_impl!r}; valid: {sorted(LOSS_IMPLS)}."
@@ -95,4 +103,4 @@ def loss_fn(
     ids = contrastive.augmentation_graph_ids(b, v)  # [B*V], image index, batch-major like z
     loss, top1 = LOSS_IMPLS[config.loss_impl](projections, ids, config)  # z: [B*V, P]
     metrics = {"train/contrastive_top1": top1}
-    return loss, (features.reshape(b, v, -1), updates["batch_stats"], metrics)
+    return loss, LossAux(features.reshape(b, v, -1), updates["batch_stats"], method_state, metrics)

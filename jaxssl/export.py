@@ -1,0 +1,92 @@
+"""Portable backbone export: one msgpack file with the backbone's variables and its config.
+
+    jaxssl export --workdir W --out backbone.msgpack [--step N]
+
+    from jaxssl import export
+    backbone, variables = export.load("backbone.msgpack")
+    features = backbone.apply(variables, images, train=False)  # [B, D]
+
+The file holds ``{"format", "step", "config" (JSON of the run config), "variables":
+{"params", "batch_stats"}}`` serialized with ``flax.serialization``; loading needs jaxssl (to
+rebuild the module from the config) but no checkpoint, Orbax or workdir.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import flax.linen as nn
+import flax.serialization
+import jax
+import ml_collections
+import numpy as np
+
+from jaxssl import evaluate, methods, saved_config, sharding
+
+FORMAT = "jaxssl-backbone-v1"
+
+
+def export(workdir: str, out_path: str, step: int | None = None) -> str:
+    """Writes the backbone of ``workdir``'s latest (or ``step``'s) checkpoint to ``out_path``.
+
+    Args:
+      workdir: a training run's directory (``config.json`` + ``checkpoints/``).
+      out_path: the msgpack file to write.
+      step: the checkpoint step; default the latest.
+
+    Returns:
+      ``out_path``.
+    """
+    config = saved_config.load(workdir)
+    mesh = sharding.make_mesh(ml_collections.ConfigDict({"data": 1}))
+    _, variables, step = evaluate.restore_state(config, workdir, mesh, step)
+    variables = {
+        "params": variables["params"]["backbone"],
+        "batch_stats": variables["batch_stats"]["backbone"],
+    }
+    payload = {
+        "format": FORMAT,
+        "step": int(step),
+        "config": config.to_json(),
+        "variables": jax.tree.map(np.asarray, jax.device_get(variables)),
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    with open(out_path, "wb") as f:
+        f.write(flax.serialization.msgpack_serialize(payload))
+    return out_path
+
+
+def load(path: str) -> tuple[nn.Module, dict]:
+    """Rebuilds an exported backbone.
+
+    Args:
+      path: a file written by `export`.
+
+    Returns:
+      ``(backbone, variables)``: ``backbone.apply(variables, images, train=False)`` gives the
+      same ``[B, D]`` features as the run's model in inference mode.
+    """
+    with open(path, "rb") as f:
+        payload = flax.serialization.msgpack_restore(f.read())
+    if payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a jaxssl backbone export (format {FORMAT}).")
+    config = ml_collections.ConfigDict(json.loads(payload["config"]))
+    model = methods.get_method(config.method.name).build_model(config)
+    backbone = model.backbone.clone(parent=None)
+    return backbone, payload["variables"]
+
+
+def run(argv: list[str]) -> None:
+    """``jaxssl export --workdir W --out F [--step N]``."""
+    parser = argparse.ArgumentParser(
+        prog="jaxssl export", description="Write a run's backbone to one portable msgpack file."
+    )
+    parser.add_argument("--workdir", required=True, help="Directory of a `jaxssl train` run.")
+    parser.add_argument("--out", required=True, help="The .msgpack file to write.")
+    parser.add_argument("--step", type=int, default=None, help="Checkpoint step; default latest.")
+    args = parser.parse_args(argv)
+    # saved_config.py fills missing fields from configs/base.py, which lives beside the package.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = export(args.workdir, args.out, args.step)
+    print(f"Wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB).")
