@@ -116,11 +116,6 @@ def restore_state(
     return run.model, state, int(step)
 
 
-def _first_real_rows(mask: jax.Array, n: int) -> jax.Array:
-    """Indices of the first ``n`` rows where ``mask`` (padding rows sort last)."""
-    return jnp.argsort(~mask, stable=True)[:n]
-
-
 def _host(x: jax.Array) -> np.ndarray:
     return np.asarray(jax.device_get(x))
 
@@ -226,9 +221,9 @@ def run_spectral(context: Context) -> Result:
     """RankMe, covariance spectrum, alignment and uniformity of backbone and projector outputs."""
     config = context.config.evals.spectral
     num_embeddings = min(config.num_embeddings, context.num_real(context.train))
-    train_rows = _first_real_rows(context.train.mask, num_embeddings)
+    train_rows = spectral.first_real_rows(context.train.mask, num_embeddings)
     num_uniformity = min(config.num_uniformity, context.num_real(context.test))
-    test_rows = _first_real_rows(context.test.mask, num_uniformity)
+    test_rows = spectral.first_real_rows(context.test.mask, num_uniformity)
     pairs = _view_pairs(context, config.num_pairs) if config.num_pairs else {}
     metrics, eigenvalues = {}, {}
     for name, features in context.train.features.items():
@@ -302,7 +297,7 @@ def run_plots(context: Context) -> Result:
     if "spectral" in context.results:
         eigenvalues = context.results["spectral"].details["covariance_eigenvalues"]
     else:
-        rows = _first_real_rows(context.train.mask, context.num_real(context.train))
+        rows = spectral.first_real_rows(context.train.mask, context.num_real(context.train))
         eigenvalues = {
             name: _host(spectral.covariance_spectrum(features[rows]))
             for name, features in context.train.features.items()

@@ -51,6 +51,7 @@ def test_smoke_trains_and_logs(trained_workdir):
         assert key in train_records[-1], key
     knn_records = [r for r in records if "knn/top1" in r]
     assert knn_records and knn_records[-1]["step"] == 4
+    assert 1.0 <= knn_records[-1]["rankme/backbone"] <= 32  # width-4 ResNet: 32-d features
     assert 0.0 <= results["knn/top1"] <= 1.0
     # The fake classes are colour-coded: even 4 steps of a tiny net separate them far above
     # chance (0.1), so a broken feature path or kNN would show here.

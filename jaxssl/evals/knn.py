@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxssl import sharding
+from jaxssl.evals import spectral
 
 
 def _normalize(x: jax.Array) -> jax.Array:
@@ -280,6 +281,7 @@ class KNNEvaluator:
         self._num_classes = num_classes
         self._majority = majority
         self._embed_fn = embed_fn or make_embed_fn(model, mesh)
+        self.rankme_rows = 25_600  # RankMe's recommended N (25,600 embeddings)
 
     def run(self, state) -> dict[str, float]:
         """Returns ``{"knn/top1": ..., "knn/top1_k<k>": ...}`` for the state's backbone."""
@@ -296,6 +298,11 @@ class KNNEvaluator:
             majority=self._majority,
         )
         metrics["knn/top1"] = metrics[f"knn/top1_k{self._ks[0]}"]
+        # RankMe of the memory features, logged with every kNN evaluation (label-free).
+        features, _, mask = memory
+        real = int(jax.device_get(mask.sum()))
+        rows = spectral.first_real_rows(mask, min(self.rankme_rows, real))
+        metrics["rankme/backbone"] = float(jax.device_get(spectral.rankme(features[rows])))
         return metrics
 
 

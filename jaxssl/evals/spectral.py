@@ -12,6 +12,11 @@ def _l2_normalize(x: jax.Array) -> jax.Array:
     return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-24))
 
 
+def first_real_rows(mask: jax.Array, n: int) -> jax.Array:
+    """Indices of the first ``n`` rows where ``mask`` is True (padding rows sort last)."""
+    return jnp.argsort(~mask, stable=True)[:n]
+
+
 @jax.jit
 def rankme(embeddings: jax.Array, eps: float = 1e-7) -> jax.Array:
     """RankMe: the effective rank of an embedding matrix.
