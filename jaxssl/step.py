@@ -41,6 +41,7 @@ def make_train_step(
     """
 
     accum_steps = config.train.grad_accum_steps
+    num_steps = int(config.train.num_steps)
     update_method_state = getattr(method, "update_method_state", None)
 
     def total_loss(params, probe_params, batch_stats, method_state, batch, rng):
@@ -124,7 +125,7 @@ def make_train_step(
         params = optax.apply_updates(state.params, updates)
         if update_method_state is not None:  # e.g. an EMA teacher following the new params
             method_state = update_method_state(
-                method_state, params, batch_stats, state.step, config.method
+                method_state, params, batch_stats, state.step, num_steps, config.method
             )
         updated = state.replace(
             params=params,

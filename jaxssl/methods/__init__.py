@@ -11,20 +11,27 @@ A method module provides:
 * optionally ``init_method_state(model, variables, config) -> pytree``: state that is not
   trained by the optimizer but must be checkpointed (EMA teachers, queues, centers).
   Default: ``{}``.
-* optionally ``update_method_state(method_state, params, batch_stats, step, config) ->
-  pytree``: called after the optimizer update with the new parameters (EMA teachers).
+* optionally ``update_method_state(method_state, params, batch_stats, step, num_steps,
+  config) -> pytree``: called after the optimizer update with the new parameters (EMA
+  teachers; ``num_steps`` is the run's length, for schedules). Schedules read it here rather
+  than from ``config.method``, whose fields must describe the state's shapes only: a
+  checkpoint resumes under a different ``train.epochs``.
 
 Everything is traced inside the one jitted train step over the global batch.
 """
 
 from types import ModuleType
 
-from jaxssl.methods import simclr
+from jaxssl.methods import byol, simclr, simsiam
 from jaxssl.methods.base import LossAux
 
 __all__ = ["METHODS", "LossAux", "get_method"]
 
-METHODS: dict[str, ModuleType] = {"simclr": simclr}
+METHODS: dict[str, ModuleType] = {
+    "simclr": simclr,
+    "byol": byol,
+    "simsiam": simsiam,
+}
 
 
 def get_method(name: str) -> ModuleType:

@@ -22,12 +22,21 @@ class SSLModel(nn.Module):
     predictor: nn.Module | None = None
 
     def __call__(self, images: jax.Array, train: bool = True):
-        features = self.backbone(images, train=train)  # [B, D]
-        chex.assert_rank(features, 2)
-        projections = self.projector(features, train=train)  # [B, P]
+        features, projections = self.project(images, train=train)
         if self.predictor is None:
             return features, projections
         return features, projections, self.predictor(projections, train=train)
+
+    def project(self, images: jax.Array, train: bool = True):
+        """``(features, projections)`` without the predictor.
+
+        BYOL's target network is this path: applied with variables that hold only the backbone
+        and projector (the EMA copy), since the predictor's are never read.
+        """
+        features = self.backbone(images, train=train)  # [B, D]
+        chex.assert_rank(features, 2)
+        projections = self.projector(features, train=train)  # [B, P]
+        return features, projections
 
     def embed(self, images: jax.Array) -> jax.Array:
         """Backbone features in inference mode (running BN statistics), ``[B, D]``."""

@@ -1,0 +1,94 @@
+"""SimSiam: a predictor maps one view's projection to the other's; stop-gradient, no EMA.
+
+References:
+  Chen & He, Exploring Simple Siamese Representation Learning, CVPR 2021.
+  https://arxiv.org/abs/2011.10566
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jaxssl.losses import byol as byol_losses
+from jaxssl.methods.base import LossAux
+from jaxssl.models import heads, resnet, ssl_model
+
+
+def build_model(config: ml_collections.ConfigDict) -> nn.Module:
+    """ResNet backbone + BN projector + bottleneck predictor (``config.model``, ``config.method``).
+
+    The projector is SimSiam's: BN after every linear layer, the last one without affine
+    parameters and without ReLU (``config.model.projector_layers``: 3 on ImageNet). The
+    predictor is the 2-layer bottleneck ``P -> predictor_hidden_dim -> P``.
+    """
+    dtype = jnp.dtype(config.model.dtype)
+    backbone = resnet.make_backbone(
+        config.model.backbone,
+        width=config.model.width,
+        stem=config.model.stem,
+        dtype=dtype,
+        conv_impl=config.model.conv_impl,
+        bn_momentum=config.model.bn_momentum,
+    )
+    projector = heads.MLP(
+        hidden_dim=config.model.projector_hidden_dim,
+        output_dim=config.model.projector_dim,
+        num_layers=config.model.projector_layers,
+        last_bn=True,
+        dtype=dtype,
+        bn_momentum=config.model.bn_momentum,
+    )
+    predictor = heads.MLP(
+        hidden_dim=config.method.predictor_hidden_dim,
+        output_dim=config.model.projector_dim,
+        num_layers=2,
+        dtype=dtype,
+        bn_momentum=config.model.bn_momentum,
+    )
+    return ssl_model.SSLModel(backbone=backbone, projector=projector, predictor=predictor)
+
+
+def loss_fn(
+    model: nn.Module,
+    variables,
+    batch: dict[str, jax.Array],
+    method_state,
+    config: ml_collections.ConfigDict,
+    rng: jax.Array,
+) -> tuple[jax.Array, LossAux]:
+    """SimSiam loss of a batch of two augmented views.
+
+    Both views go through backbone, projector and predictor as one batch. Loss:
+    ``0.5 * D(p1, sg(z2)) + 0.5 * D(p2, sg(z1))`` (``byol_losses.symmetric_negative_cosine``;
+    the stop-gradient is inside ``negative_cosine``).
+
+    Args:
+      model: the ``SSLModel`` with a predictor.
+      variables: ``{"params": ..., "batch_stats": ...}``.
+      batch: ``batch["global"]``: the views ``[B, 2, H, W, 3]``.
+      method_state: SimSiam has none (``{}``); returned as is.
+      config: the ``config.method`` section.
+      rng: unused (the model is deterministic); part of the method protocol.
+
+    Returns:
+      ``(loss, LossAux)``; ``train/projection_std`` is the std over the batch of the
+      L2-normalized projections, averaged over channels: ~``1/sqrt(P)`` when healthy, 0 when
+      collapsed (SimSiam Fig. 2).
+    """
+    del config, rng
+    views = batch["global"]
+    b, v = views.shape[:2]
+    if v != 2:
+        raise ValueError(f"SimSiam takes exactly 2 views per image, got {v}.")
+    # Batch-major flattening keeps each device's rows on that device (no resharding).
+    images = views.reshape((b * v,) + views.shape[2:])  # [B*2, H, W, 3]
+    (features, projections, predictions), updates = model.apply(
+        variables, images, train=True, mutable=["batch_stats"]
+    )
+    p = predictions.reshape(b, v, -1)  # [B, 2, P]
+    z = projections.reshape(b, v, -1)  # [B, 2, P]
+    loss = byol_losses.symmetric_negative_cosine(p[:, 0], p[:, 1], z[:, 0], z[:, 1])
+    z_unit = projections / jnp.linalg.norm(projections, axis=-1, keepdims=True).clip(1e-12)
+    metrics = {"train/projection_std": jnp.mean(jnp.std(jax.lax.stop_gradient(z_unit), axis=0))}
+    return loss, LossAux(features.reshape(b, v, -1), updates["batch_stats"], method_state, metrics)
