@@ -150,3 +150,40 @@ def get_base_config() -> ml_collections.ConfigDict:
     # --- Mesh: a 1-D ("data",) mesh; -1 means all devices. ---
     config.mesh = ml_collections.ConfigDict(dict(data=-1))
     return config
+
+
+def apply_cpu_budget(config: ml_collections.ConfigDict) -> None:
+    """The ``cpu`` presets' shared choices: 2 CPU cores, <= 30 minutes wall.
+
+    Throughput decides how much is learned, so: a quarter-width ResNet-18, training crops at
+    20 px (2.6x cheaper than 32 px; kNN still evaluates full 32 px images, which
+    RandomResizedCrop-trained nets handle well), gentler crops (scale >= 0.2) for a 3.6-epoch
+    budget. Method configs add their optimizer settings on top.
+    """
+    config.model.width = 32
+    config.data.image_size = 20
+    config.data.eval_image_size = 32
+    config.data.crop_scale = (0.2, 1.0)
+    config.train.batch_size = 256
+    config.train.epochs = 3.6
+    config.optim.warmup_epochs = 0.3
+    config.train.log_every_steps = 10
+    config.train.checkpoint_every_steps = 100
+    config.evals.knn.every_steps = 0
+
+
+def apply_smoke(config: ml_collections.ConfigDict) -> None:
+    """The ``smoke`` presets' shared choices: fake data, a tiny net, 4 steps; for tests."""
+    config.data.name = "fake"
+    config.data.num_train_examples = config.data.fake_train_examples
+    config.model.width = 4
+    config.model.projector_hidden_dim = 32
+    config.model.projector_dim = 16
+    config.train.batch_size = 32
+    config.train.epochs = 0.25  # 4 steps
+    config.optim.warmup_epochs = 0.0625  # 1 step
+    config.train.log_every_steps = 1
+    config.train.checkpoint_every_steps = 2
+    config.evals.knn.every_steps = 0
+    config.evals.knn.k = 10
+    config.evals.knn.batch_size = 64

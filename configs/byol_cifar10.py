@@ -58,31 +58,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.evals.knn.every_steps = 10_000
 
     if preset == "cpu":
-        # Same throughput choices as simclr_cifar10.py:cpu (see there).
-        config.model.width = 32
-        config.data.image_size = 20
-        config.data.eval_image_size = 32
-        config.data.crop_scale = (0.2, 1.0)
-        config.train.batch_size = 256
-        config.train.epochs = 3.6
-        config.optim.warmup_epochs = 0.3
-        config.train.log_every_steps = 10
-        config.train.checkpoint_every_steps = 100
-        config.evals.knn.every_steps = 0
+        # The shared CPU budget; the optimizer stays the default preset's.
+        base.apply_cpu_budget(config)
 
     if preset == "smoke":
-        config.data.name = "fake"
-        config.data.num_train_examples = config.data.fake_train_examples
-        config.model.width = 4
-        config.model.projector_hidden_dim = 32
-        config.model.projector_dim = 16
+        base.apply_smoke(config)
         config.method.predictor_hidden_dim = 32
-        config.train.batch_size = 32
-        config.train.epochs = 0.25  # 4 steps
-        config.optim.warmup_epochs = 0.0625  # 1 step
-        config.train.log_every_steps = 1
-        config.train.checkpoint_every_steps = 2
-        config.evals.knn.every_steps = 0
-        config.evals.knn.k = 10
-        config.evals.knn.batch_size = 64
     return config

@@ -52,37 +52,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.evals.knn.every_steps = 10_000
 
     if preset == "cpu":
-        # 2 CPU cores, <= 30 minutes wall. Throughput decides how much is learned, so: a
-        # quarter-width ResNet-18, training crops at 20 px (2.6x cheaper than 32 px; kNN still
-        # evaluates full 32 px images, which RandomResizedCrop-trained nets handle well),
-        # gentler crops (scale >= 0.2) for a 3.6-epoch budget, and LARS with solo-learn's
-        # CIFAR trust coefficient for fast early progress.
-        config.model.width = 32
-        config.data.image_size = 20
-        config.data.eval_image_size = 32
-        config.data.crop_scale = (0.2, 1.0)
-        config.train.batch_size = 256
-        config.train.epochs = 3.6
+        # The shared CPU budget (base.apply_cpu_budget), and LARS with solo-learn's CIFAR
+        # trust coefficient for fast early progress.
+        base.apply_cpu_budget(config)
         config.optim.base_lr = 0.4
         config.optim.trust_coefficient = 0.02
         config.optim.weight_decay = 1e-5
-        config.optim.warmup_epochs = 0.3
-        config.train.log_every_steps = 10
-        config.train.checkpoint_every_steps = 100
-        config.evals.knn.every_steps = 0
 
     if preset == "smoke":
-        config.data.name = "fake"
-        config.data.num_train_examples = config.data.fake_train_examples
-        config.model.width = 4
-        config.model.projector_hidden_dim = 32
-        config.model.projector_dim = 16
-        config.train.batch_size = 32
-        config.train.epochs = 0.25  # 4 steps
-        config.optim.warmup_epochs = 0.0625  # 1 step
-        config.train.log_every_steps = 1
-        config.train.checkpoint_every_steps = 2
-        config.evals.knn.every_steps = 0
-        config.evals.knn.k = 10
-        config.evals.knn.batch_size = 64
+        base.apply_smoke(config)
     return config

@@ -12,7 +12,7 @@ import ml_collections
 
 from jaxssl.losses import byol as byol_losses
 from jaxssl.methods.base import LossAux
-from jaxssl.models import heads, resnet, ssl_model
+from jaxssl.models import ssl_model
 
 # The submodules of SSLModel that the target network copies (not the predictor).
 TARGET_MODULES = ("backbone", "projector")
@@ -20,31 +20,15 @@ TARGET_MODULES = ("backbone", "projector")
 
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     """ResNet backbone + MLP projector + MLP predictor (``config.model``, ``config.method``)."""
-    dtype = jnp.dtype(config.model.dtype)
-    backbone = resnet.make_backbone(
-        config.model.backbone,
-        width=config.model.width,
-        stem=config.model.stem,
-        dtype=dtype,
-        conv_impl=config.model.conv_impl,
-        bn_momentum=config.model.bn_momentum,
-    )
-    projector = heads.MLP(
-        hidden_dim=config.model.projector_hidden_dim,
-        output_dim=config.model.projector_dim,
-        num_layers=config.model.projector_layers,
-        dtype=dtype,
-        bn_momentum=config.model.bn_momentum,
-    )
     # BYOL's predictor has the projector's shape: Linear -> BN -> ReLU -> Linear.
-    predictor = heads.MLP(
-        hidden_dim=config.method.predictor_hidden_dim,
-        output_dim=config.model.projector_dim,
-        num_layers=2,
-        dtype=dtype,
-        bn_momentum=config.model.bn_momentum,
+    predictor = ssl_model.make_head(
+        config.model, config.method.predictor_hidden_dim, config.model.projector_dim, 2
     )
-    return ssl_model.SSLModel(backbone=backbone, projector=projector, predictor=predictor)
+    return ssl_model.SSLModel(
+        backbone=ssl_model.make_backbone(config.model),
+        projector=ssl_model.make_projector(config.model),
+        predictor=predictor,
+    )
 
 
 def _target_part(tree):

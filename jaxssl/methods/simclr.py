@@ -7,33 +7,19 @@ References:
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from jaxssl.losses import contrastive
 from jaxssl.methods.base import LossAux
-from jaxssl.models import heads, resnet, ssl_model
+from jaxssl.models import ssl_model
 
 
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     """ResNet backbone + MLP projector from ``config.model``."""
-    dtype = jnp.dtype(config.model.dtype)
-    backbone = resnet.make_backbone(
-        config.model.backbone,
-        width=config.model.width,
-        stem=config.model.stem,
-        dtype=dtype,
-        conv_impl=config.model.conv_impl,
-        bn_momentum=config.model.bn_momentum,
+    return ssl_model.SSLModel(
+        backbone=ssl_model.make_backbone(config.model),
+        projector=ssl_model.make_projector(config.model),
     )
-    projector = heads.MLP(
-        hidden_dim=config.model.projector_hidden_dim,
-        output_dim=config.model.projector_dim,
-        num_layers=config.model.projector_layers,
-        dtype=dtype,
-        bn_momentum=config.model.bn_momentum,
-    )
-    return ssl_model.SSLModel(backbone=backbone, projector=projector)
 
 
 def _dense_loss(z: jax.Array, ids: jax.Array, config: ml_collections.ConfigDict):

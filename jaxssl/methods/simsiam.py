@@ -12,7 +12,7 @@ import ml_collections
 
 from jaxssl.losses import byol as byol_losses
 from jaxssl.methods.base import LossAux
-from jaxssl.models import heads, resnet, ssl_model
+from jaxssl.models import ssl_model
 
 
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:
@@ -22,31 +22,14 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     parameters and without ReLU (``config.model.projector_layers``: 3 on ImageNet). The
     predictor is the 2-layer bottleneck ``P -> predictor_hidden_dim -> P``.
     """
-    dtype = jnp.dtype(config.model.dtype)
-    backbone = resnet.make_backbone(
-        config.model.backbone,
-        width=config.model.width,
-        stem=config.model.stem,
-        dtype=dtype,
-        conv_impl=config.model.conv_impl,
-        bn_momentum=config.model.bn_momentum,
+    predictor = ssl_model.make_head(
+        config.model, config.method.predictor_hidden_dim, config.model.projector_dim, 2
     )
-    projector = heads.MLP(
-        hidden_dim=config.model.projector_hidden_dim,
-        output_dim=config.model.projector_dim,
-        num_layers=config.model.projector_layers,
-        last_bn=True,
-        dtype=dtype,
-        bn_momentum=config.model.bn_momentum,
+    return ssl_model.SSLModel(
+        backbone=ssl_model.make_backbone(config.model),
+        projector=ssl_model.make_projector(config.model, last_bn=True),
+        predictor=predictor,
     )
-    predictor = heads.MLP(
-        hidden_dim=config.method.predictor_hidden_dim,
-        output_dim=config.model.projector_dim,
-        num_layers=2,
-        dtype=dtype,
-        bn_momentum=config.model.bn_momentum,
-    )
-    return ssl_model.SSLModel(backbone=backbone, projector=projector, predictor=predictor)
 
 
 def loss_fn(

@@ -3,6 +3,10 @@
 import chex
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jaxssl.models import heads, resnet
 
 
 class SSLModel(nn.Module):
@@ -41,3 +45,44 @@ class SSLModel(nn.Module):
     def embed(self, images: jax.Array) -> jax.Array:
         """Backbone features in inference mode (running BN statistics), ``[B, D]``."""
         return self.backbone(images, train=False)
+
+
+def make_backbone(model_config: ml_collections.ConfigDict) -> nn.Module:
+    """The backbone named by ``config.model`` (architecture, width, stem, dtype, conv)."""
+    return resnet.make_backbone(
+        model_config.backbone,
+        width=model_config.width,
+        stem=model_config.stem,
+        dtype=jnp.dtype(model_config.dtype),
+        conv_impl=model_config.conv_impl,
+        bn_momentum=model_config.bn_momentum,
+    )
+
+
+def make_head(
+    model_config: ml_collections.ConfigDict,
+    hidden_dim: int,
+    output_dim: int,
+    num_layers: int,
+    **kwargs,
+) -> heads.MLP:
+    """An MLP head in ``config.model``'s dtype and BatchNorm momentum."""
+    return heads.MLP(
+        hidden_dim=hidden_dim,
+        output_dim=output_dim,
+        num_layers=num_layers,
+        dtype=jnp.dtype(model_config.dtype),
+        bn_momentum=model_config.bn_momentum,
+        **kwargs,
+    )
+
+
+def make_projector(model_config: ml_collections.ConfigDict, **kwargs) -> heads.MLP:
+    """The projector of ``config.model`` (``projector_hidden_dim/dim/layers``)."""
+    return make_head(
+        model_config,
+        model_config.projector_hidden_dim,
+        model_config.projector_dim,
+        model_config.projector_layers,
+        **kwargs,
+    )
