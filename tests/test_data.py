@@ -372,8 +372,16 @@ def test_real_cifar10_train_batch():
             config, global_batch_size=32, seed=0, start_step=0, process_index=1, process_count=2
         )
     )
+    whole = next(
+        tfds.make_train_iterator(
+            config, global_batch_size=32, seed=0, start_step=0, process_index=0, process_count=1
+        )
+    )
     assert batch["global"].shape == (16, 2, 32, 32, 3) and np.isfinite(batch["global"]).all()
-    assert np.all((batch["index"] >= 500) & (batch["index"] < 1000))
+    # Process 1 of 2 keeps rows 16:32 of the global batch one process would draw.
+    np.testing.assert_array_equal(batch["index"], whole["index"][16:])
+    np.testing.assert_array_equal(batch["global"], whole["global"][16:])
+    assert np.all((batch["index"] >= 0) & (batch["index"] < 1000))
     assert np.all((batch["label"] >= 0) & (batch["label"] < 10))
     dataset, size = tfds.load_split("cifar10", "test", data_dir, 1, 2)
     first = next(dataset.as_numpy_iterator())
