@@ -63,6 +63,10 @@ def get_base_config() -> ml_collections.ConfigDict:
             dtype="float32",  # computation dtype; parameters and optimizer state stay float32
             conv_impl="native",  # "im2col" is faster on XLA:CPU, "native" on TPU/GPU
             bn_momentum=0.9,
+            # ViT backbones (vit_tiny | vit_small | vit_base) only:
+            patch_size=16,
+            image_size=config.data.get_ref("image_size"),  # position-embedding grid size
+            pooling="cls",  # cls | mean
         )
     )
 
@@ -147,8 +151,10 @@ def get_base_config() -> ml_collections.ConfigDict:
         dict(num_points=5000, num_queries=8, num_neighbours=8)
     )
 
-    # --- Mesh: a 1-D ("data",) mesh; -1 means all devices. ---
-    config.mesh = ml_collections.ConfigDict(dict(data=-1))
+    # --- Mesh: ("data", "fsdp"); the batch splits over both. data=-1: all devices / fsdp. ---
+    # fsdp > 1 splits parameters and optimizer state over groups of fsdp devices (arrays of at
+    # least fsdp_min_size elements, along their largest divisible axis): jaxssl/sharding.py.
+    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, fsdp_min_size=2**14))
     return config
 
 

@@ -32,8 +32,22 @@ class NoUsableCheckpointError(RuntimeError):
     """Every checkpoint in the workdir was unreadable (all were moved aside, none deleted)."""
 
 
+# Fields of those sections that do not change what the state means: how it is computed
+# (dtype, convolution lowering), or fields the backbone in use does not read.
+_COMPUTE_ONLY = {"dtype", "conv_impl"}
+_VIT_ONLY = {"patch_size", "image_size", "pooling"}
+_RESNET_ONLY = {"width", "stem", "bn_momentum"}
+
+
 def _defining(config: dict) -> dict:
-    return {k: config.get(k) for k in _STATE_DEFINING}
+    """The model and method sections of ``config``, less the keys that do not define the state."""
+    defining = {k: dict(config.get(k) or {}) for k in _STATE_DEFINING}
+    model = defining["model"]
+    ignored = _COMPUTE_ONLY | (
+        _RESNET_ONLY if str(model.get("backbone", "")).startswith("vit") else _VIT_ONLY
+    )
+    defining["model"] = {k: v for k, v in model.items() if k not in ignored}
+    return defining
 
 
 class Checkpointer:
@@ -215,8 +229,8 @@ class Checkpointer:
             f"  {section}.{key}: checkpoint {saved_defining[section].get(key)!r} != config "
             f"{defining[section].get(key)!r}"
             for section in _STATE_DEFINING
-            for key in sorted(set(saved_defining[section] or {}) | set(defining[section]))
-            if (saved_defining[section] or {}).get(key) != defining[section].get(key)
+            for key in sorted(set(saved_defining[section]) | set(defining[section]))
+            if saved_defining[section].get(key) != defining[section].get(key)
         ]
         raise IncompatibleCheckpointError(
             f"The checkpoint at {where} was written by a different model/method:\n"
@@ -271,6 +285,14 @@ def _all_processes_agree(ok: bool) -> bool:
     return bool(multihost_utils.process_allgather(jax.numpy.asarray(ok)).all())
 
 
-def abstract_with_sharding(tree: Any, sharding: jax.sharding.Sharding) -> Any:
-    """``ShapeDtypeStruct``s of ``tree`` carrying ``sharding``, the target of a restore."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+def abstract_with_sharding(tree: Any, sharding: Any) -> Any:
+    """``ShapeDtypeStruct``s of ``tree`` carrying ``sharding``, the target of a restore.
+
+    ``sharding`` is one ``jax.sharding.Sharding`` for every leaf, or a tree of them matching
+    ``tree`` (e.g. ``jaxssl.sharding.state_shardings``).
+    """
+    if isinstance(sharding, jax.sharding.Sharding):
+        sharding = jax.tree.map(lambda _: sharding, tree)
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, sharding
+    )

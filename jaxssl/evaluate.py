@@ -81,8 +81,8 @@ class Context:
 def restore_state(
     config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh, step: int | None
 ):
-    """Restores a run's parameters and BatchNorm statistics onto ``mesh`` (replicated), whatever
-    mesh it was saved from.
+    """Restores a run's parameters and BatchNorm statistics onto ``mesh`` (laid out as training
+    on ``mesh`` would), whatever mesh it was saved from.
 
     Args:
       config: the run config (state shapes come from its model, method and
@@ -107,10 +107,7 @@ def restore_state(
         if step is None:
             raise FileNotFoundError(missing)
         run = trainer.build(config, mesh)
-        abstract = checkpoint.abstract_with_sharding(
-            jax.eval_shape(run.init_fn, run.init_key), sharding.replicated(mesh)
-        )
-        state = checkpointer.restore_variables(abstract, step)
+        state = checkpointer.restore_variables(run.abstract_state, step)
     finally:
         checkpointer.close()
     return run.model, state, int(step)

@@ -1,47 +1,112 @@
-"""The device mesh, shardings, and host -> global array helpers."""
+"""The device mesh, shardings of the state and the batch, and host -> global array helpers.
+
+The mesh is 2-D, ``("data", "fsdp")``. The batch is split over both axes (every device gets
+``B / num_devices`` rows). Parameters and optimizer state are replicated over ``"data"`` and,
+when ``config.mesh.fsdp > 1``, split over ``"fsdp"`` (fully sharded data parallelism, ZeRO-3
+style): each large array is cut along one of its axes, and XLA inserts the all-gathers before
+use and the reduce-scatters of the gradients. The program is the same global-batch program in
+both cases, so results equal pure data parallelism up to float summation order.
+"""
+
+import math
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 
 DATA_AXIS = "data"
+FSDP_AXIS = "fsdp"
+# The mesh axes the batch is split over (a tuple: a valid ``axis_name`` of collectives).
+BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
 
 
 def make_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
-    """A 1-D ``("data",)`` mesh over ``config.data`` devices (-1: all devices, all processes).
+    """A ``("data", "fsdp")`` mesh of ``config.data * config.fsdp`` devices.
 
-    The axis is ``AxisType.Auto``: shardings of intermediates are left to the compiler, so a loss
-    written over the global batch (``z @ z.T``, BatchNorm statistics) works unchanged on any
-    device count. With ``Explicit`` axes (``jax.make_mesh``'s default since JAX 0.9) every such
-    product would need an ``out_sharding`` annotation inside method code.
+    ``config.data = -1`` takes all visible devices (of all processes) divided by ``fsdp``.
+    Consecutive devices share an ``"fsdp"`` group: on a multi-host slice keep ``fsdp`` at most
+    the devices of one host (or one fast-interconnect island), where its all-gathers are cheap.
+
+    Both axes are ``AxisType.Auto``: shardings of intermediates are left to the compiler, so a
+    loss written over the global batch (``z @ z.T``, BatchNorm statistics) works unchanged on
+    any device count. With ``Explicit`` axes (``jax.make_mesh``'s default since JAX 0.9) every
+    such product would need an ``out_sharding`` annotation inside method code.
 
     Args:
-      config: the ``config.mesh`` section.
+      config: the ``config.mesh`` section (``data``, ``fsdp``; ``fsdp`` defaults to 1).
 
     Returns:
       The mesh.
     """
-    num_devices = jax.device_count() if config.data == -1 else config.data
-    if num_devices > jax.device_count():
+    fsdp = config.get("fsdp", 1)
+    available = jax.device_count()
+    if fsdp < 1 or available % fsdp and config.data == -1:
         raise ValueError(
-            f"config.mesh.data={config.data} but only {jax.device_count()} devices are visible."
+            f"config.mesh.fsdp={fsdp} must be >= 1 and divide the {available} visible devices."
+        )
+    data = available // fsdp if config.data == -1 else config.data
+    if data < 1 or data * fsdp > available:
+        raise ValueError(
+            f"config.mesh.data={config.data} x config.mesh.fsdp={fsdp} needs {data * fsdp} "
+            f"devices, but {available} are visible. Lower them or set data=-1 (all)."
         )
     return jax.make_mesh(
-        (num_devices,),
-        (DATA_AXIS,),
-        axis_types=(jax.sharding.AxisType.Auto,),
-        devices=jax.devices()[:num_devices],
+        (data, fsdp),
+        BATCH_AXES,
+        axis_types=(jax.sharding.AxisType.Auto,) * 2,
+        devices=jax.devices()[: data * fsdp],
     )
 
 
 def replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
-    """Sharding of parameters and optimizer state: a full copy on every device."""
+    """A full copy on every device (scalars, small arrays, all state when ``fsdp == 1``)."""
     return jax.sharding.NamedSharding(mesh, jax.P())
 
 
 def batch_sharding(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
-    """Sharding of batch arrays: leading axis split over ``"data"``."""
-    return jax.sharding.NamedSharding(mesh, jax.P(DATA_AXIS))
+    """Sharding of batch arrays: leading axis split over all devices (``"data"`` x ``"fsdp"``)."""
+    return jax.sharding.NamedSharding(mesh, jax.P(BATCH_AXES))
+
+
+def fsdp_spec(shape: tuple[int, ...], fsdp: int, min_size: int) -> jax.P:
+    """Partition spec of one state array: its largest axis divisible by ``fsdp`` on ``"fsdp"``.
+
+    Arrays smaller than ``min_size`` elements (biases, norms, scalars) and arrays without such an
+    axis stay replicated: sharding them saves little memory and costs a collective each.
+    """
+    if fsdp == 1 or math.prod(shape) < min_size:
+        return jax.P()
+    candidates = [i for i, n in enumerate(shape) if n % fsdp == 0]
+    if not candidates:
+        return jax.P()
+    axis = max(candidates, key=lambda i: (shape[i], -i))
+    return jax.P(*(FSDP_AXIS if i == axis else None for i in range(len(shape))))
+
+
+def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh, min_size: int = 2**14) -> Any:
+    """``NamedSharding`` of every leaf of a state (``jax.eval_shape`` tree or arrays).
+
+    Every leaf is replicated over ``"data"``; over ``"fsdp"`` it follows ``fsdp_spec``. The
+    optimizer's moments have their parameter's shape and so get the same sharding.
+    """
+    fsdp = mesh.shape[FSDP_AXIS]
+    return jax.tree.map(
+        lambda x: jax.sharding.NamedSharding(mesh, fsdp_spec(tuple(x.shape), fsdp, min_size)),
+        abstract_state,
+    )
+
+
+def state_bytes(abstract_state: Any) -> tuple[int, int]:
+    """``(total, per_device)`` bytes of a state whose leaves carry their shardings."""
+    leaves = jax.tree.leaves(abstract_state)
+    itemsize = [np.dtype(x.dtype).itemsize for x in leaves]
+    total = sum(math.prod(x.shape) * n for x, n in zip(leaves, itemsize, strict=True))
+    per_device = sum(
+        math.prod(x.sharding.shard_shape(tuple(x.shape))) * n
+        for x, n in zip(leaves, itemsize, strict=True)
+    )
+    return int(total), int(per_device)
 
 
 def check_batch_size(global_batch_size: int, mesh: jax.sharding.Mesh) -> None:
@@ -56,7 +121,7 @@ def check_batch_size(global_batch_size: int, mesh: jax.sharding.Mesh) -> None:
 
 
 def to_global(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
-    """Assembles each process's part of a batch into global arrays sharded over ``"data"``.
+    """Assembles each process's part of a batch into global arrays split over all devices.
 
     Args:
       batch: this process's rows of every array (leading axis = per-process batch).

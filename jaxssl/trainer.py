@@ -157,6 +157,12 @@ class Training:
     init_fn: Callable[[jax.Array], state_lib.TrainState]
     init_key: jax.Array
     train_step: Callable  # jitted (state, batch) -> (state, metrics), state donated
+    abstract_state: state_lib.TrainState  # shapes, dtypes and shardings of the state
+
+    def init_state(self) -> state_lib.TrainState:
+        """A freshly initialized state, laid out on the mesh as ``abstract_state`` says."""
+        shardings = jax.tree.map(lambda x: x.sharding, self.abstract_state)
+        return jax.jit(self.init_fn, out_shardings=shardings)(self.init_key)
 
 
 def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Training:
@@ -189,14 +195,24 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Trainin
     step_fn = step_lib.make_train_step(
         model, method, probe, tx, probe_tx, lr_schedule, config, base_key
     )
-    replicated = sharding.replicated(mesh)
+    # Replicated state, or with config.mesh.fsdp > 1 its large arrays split over "fsdp".
+    abstract = jax.eval_shape(init_fn, init_key)
+    state_sharding = sharding.state_shardings(
+        abstract, mesh, config.mesh.get("fsdp_min_size", 2**14)
+    )
     train_step = jax.jit(
         step_fn,
-        in_shardings=(replicated, sharding.batch_sharding(mesh)),
-        out_shardings=(replicated, replicated),
+        in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
+        out_shardings=(state_sharding, sharding.replicated(mesh)),
         donate_argnums=(0,),
     )
-    return Training(model=model, init_fn=init_fn, init_key=init_key, train_step=train_step)
+    return Training(
+        model=model,
+        init_fn=init_fn,
+        init_key=init_key,
+        train_step=train_step,
+        abstract_state=checkpoint.abstract_with_sharding(abstract, state_sharding),
+    )
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -225,7 +241,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             f"train.grad_accum_steps={accum} must be >= 1 and split the global batch "
             f"{batch_size} into micro-batches that divide over {mesh.devices.size} devices."
         )
-    replicated = sharding.replicated(mesh)
     logging.info(
         "Mesh %s over %d processes; %d steps of global batch %d.",
         dict(mesh.shape),
@@ -237,6 +252,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     # --- Model, optimizer, step ---
     run = build(config, mesh)
     model = run.model
+    total_bytes, device_bytes = sharding.state_bytes(run.abstract_state)
+    logging.info(
+        "Train state: %.1f MiB, of which %.1f MiB on each device.",
+        total_bytes / 2**20,
+        device_bytes / 2**20,
+    )
 
     # --- Data first: a missing dataset must fail before anything is written ---
     knn_evaluator = make_knn_evaluator(config, model, mesh)
@@ -245,16 +266,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     checkpointer = checkpoint.Checkpointer(
         os.path.join(workdir, "checkpoints"), config, keep=config.train.keep_checkpoints
     )
-    abstract = checkpoint.abstract_with_sharding(
-        jax.eval_shape(run.init_fn, run.init_key), replicated
-    )
-    state = checkpointer.restore_latest_usable(abstract)
+    state = checkpointer.restore_latest_usable(run.abstract_state)
     if state is not None:
         logging.warning(
             "Resuming from %s at step %d.", checkpointer.directory, int(jax.device_get(state.step))
         )
     else:
-        state = jax.jit(run.init_fn, out_shardings=replicated)(run.init_key)
+        state = run.init_state()
     start_step = int(jax.device_get(state.step))
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.json"), "w") as f:

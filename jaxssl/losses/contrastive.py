@@ -12,6 +12,7 @@ Two implementations, equal in value and gradients: ``multi_positive_nt_xent`` ho
 (for global batches of tens of thousands of views).
 """
 
+import math
 from typing import NamedTuple
 
 import chex
@@ -257,24 +258,28 @@ def multi_positive_top1(
 
 
 def _batch_mesh(
-    embeddings: jax.Array, mesh: jax.sharding.Mesh | None, axis_name: str
-) -> jax.sharding.Mesh | jax.sharding.AbstractMesh | None:
-    """The mesh whose ``axis_name`` splits the batch, or None to compute on one device."""
+    embeddings: jax.Array, mesh: jax.sharding.Mesh | None, axis_name: str | tuple[str, ...]
+) -> tuple[jax.sharding.Mesh | jax.sharding.AbstractMesh, tuple[str, ...]] | None:
+    """``(mesh, axes)``: the mesh and those of ``axis_name`` it has, which split the batch; or
+    None to compute on one device."""
     if mesh is None:
         mesh = jax.sharding.get_abstract_mesh()  # set by jax.set_mesh(mesh)
     if mesh.empty:
         # Inside a jit whose inputs carry NamedShardings (the train step), every traced value's
         # type carries that mesh, with or without jax.set_mesh.
         mesh = getattr(getattr(jax.typeof(embeddings), "sharding", None), "mesh", mesh)
-    if mesh.empty or axis_name not in mesh.axis_names:
+    names = (axis_name,) if isinstance(axis_name, str) else tuple(axis_name)
+    axes = tuple(a for a in names if not mesh.empty and a in mesh.axis_names)
+    if not axes:
         return None
-    axis_type = dict(zip(mesh.axis_names, mesh.axis_types, strict=True))[axis_name]
-    size = mesh.shape[axis_name]
-    # Already inside a shard_map over the axis (Manual): the rows here are this device's alone.
+    axis_types = dict(zip(mesh.axis_names, mesh.axis_types, strict=True))
+    size = math.prod(mesh.shape[a] for a in axes)
+    # Already inside a shard_map over the axes (Manual): the rows here are this device's alone.
     # A batch that does not split evenly is computed whole (still chunked) on each device.
-    if axis_type == jax.sharding.AxisType.Manual or size == 1 or embeddings.shape[0] % size:
+    manual = any(axis_types[a] == jax.sharding.AxisType.Manual for a in axes)
+    if manual or size == 1 or embeddings.shape[0] % size:
         return None
-    return mesh
+    return mesh, axes
 
 
 def _chunks(x: jax.Array, chunk_size: int, axis: int) -> jax.Array:
@@ -394,14 +399,14 @@ def _blockwise_mean(
     ids: jax.Array | None,
     positives: jax.Array | None,
     mesh: jax.sharding.Mesh | None,
-    axis_name: str,
+    axis_name: str | tuple[str, ...],
     temperature: float,
     chunk_size: int,
 ) -> jax.Array:
     """``sum / count`` of ``rows_fn`` over all anchors, each device taking its own rows."""
     _check_graph(embeddings, ids, positives)
-    batch_mesh = _batch_mesh(embeddings, mesh, axis_name)
-    if batch_mesh is None:
+    found = _batch_mesh(embeddings, mesh, axis_name)
+    if found is None:
         u = _l2_normalize(embeddings)  # [M, D]
         total, count = rows_fn(_Rows(u, 0, u, ids, ids, positives), temperature, chunk_size)
         return total / jnp.maximum(count, 1)
@@ -409,6 +414,8 @@ def _blockwise_mean(
     # Per-device semantics on purpose: every device scores its own anchor rows against all M
     # columns (all-gathered: [M, D] is small), so no device ever holds the [M, M] logits. The
     # all-gather's transpose (a reduce-scatter) returns the column gradients to their rows.
+    batch_mesh, axis_name = found
+
     def per_device(local_embeddings, local_ids, local_positives):
         anchors = _l2_normalize(local_embeddings)  # [M / n, D]
         rows = _Rows(
@@ -428,7 +435,7 @@ def _blockwise_mean(
         mesh=batch_mesh,
         in_specs=(jax.P(axis_name),) * 3,
         out_specs=jax.P(),
-        axis_names={axis_name},
+        axis_names=set(axis_name),
     )(embeddings, ids, positives)
     return total / jnp.maximum(count, 1)
 
@@ -441,7 +448,7 @@ def multi_positive_nt_xent_blockwise(
     positives: jax.Array | None = None,
     chunk_size: int = 1024,
     mesh: jax.sharding.Mesh | None = None,
-    axis_name: str = "data",
+    axis_name: str | tuple[str, ...] = ("data", "fsdp"),
 ) -> jax.Array:
     r"""``multi_positive_nt_xent`` in bounded memory: same value and gradients.
 
@@ -468,7 +475,8 @@ def multi_positive_nt_xent_blockwise(
       positives: ``[M, M]`` 0/1 matrix, as in ``multi_positive_nt_xent``.
       chunk_size: columns per chunk (the last chunk is padded).
       mesh: the mesh; None to find it as above.
-      axis_name: the mesh axis that splits the batch.
+      axis_name: the mesh axis (or axes, major first) that split the batch; names the mesh
+        lacks are ignored, so the default suits both ``("data",)`` and ``("data", "fsdp")``.
 
     Returns:
       The scalar loss.
@@ -490,7 +498,7 @@ def multi_positive_top1_blockwise(
     positives: jax.Array | None = None,
     chunk_size: int = 1024,
     mesh: jax.sharding.Mesh | None = None,
-    axis_name: str = "data",
+    axis_name: str | tuple[str, ...] = ("data", "fsdp"),
 ) -> jax.Array:
     """``multi_positive_top1`` in bounded memory (a streaming arg-max; forward only).
 

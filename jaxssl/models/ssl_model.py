@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxssl.models import heads, resnet
+from jaxssl.models import heads, resnet, vit
 
 
 class SSLModel(nn.Module):
@@ -48,12 +48,22 @@ class SSLModel(nn.Module):
 
 
 def make_backbone(model_config: ml_collections.ConfigDict) -> nn.Module:
-    """The backbone named by ``config.model`` (architecture, width, stem, dtype, conv)."""
+    """The backbone named by ``config.model.backbone``: a ResNet (``resnet.BACKBONES``: width,
+    stem, conv lowering) or a ViT (``vit.SIZES``: patch size, image size, pooling)."""
+    dtype = jnp.dtype(model_config.dtype)
+    if model_config.backbone in vit.SIZES:
+        return vit.make_vit(
+            model_config.backbone,
+            patch_size=model_config.patch_size,
+            image_size=model_config.image_size,
+            pooling=model_config.pooling,
+            dtype=dtype,
+        )
     return resnet.make_backbone(
         model_config.backbone,
         width=model_config.width,
         stem=model_config.stem,
-        dtype=jnp.dtype(model_config.dtype),
+        dtype=dtype,
         conv_impl=model_config.conv_impl,
         bn_momentum=model_config.bn_momentum,
     )
