@@ -33,7 +33,11 @@ def test_mesh_shapes_and_errors():
 
 
 def _config(method, data, fsdp):
+    method, _, loss_impl = method.partition(":")
     config = {"simclr": simclr_cifar10, "byol": byol_cifar10}[method].get_config("smoke")
+    if loss_impl:  # the shard_map loss runs over both batch axes
+        config.method.loss_impl = loss_impl
+        config.method.loss_chunk_size = 16
     config.optim.name = "adamw"  # moments of every parameter: sharded like the parameters
     config.optim.base_lr = 1e-2
     config.optim.warmup_epochs = 0.0
@@ -67,7 +71,7 @@ def _relative_error(a, b) -> float:
     return float(np.sqrt(diff / norm)) if jax.tree.leaves(a) else 0.0
 
 
-@pytest.mark.parametrize("method", ["simclr", "byol"])
+@pytest.mark.parametrize("method", ["simclr", "simclr:blockwise", "byol"])
 def test_fsdp_trains_like_data_parallelism(method, tmp_path):
     dp_run, dp_state, dp_losses = _train(_config(method, 8, 1))
     fsdp_run, fsdp_state, fsdp_losses = _train(_config(method, 2, 4))

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import simclr_cifar10
+from configs import simclr_vit_cifar10
 from jaxssl import sharding, trainer
 from jaxssl.models import ssl_model, vit
 
@@ -69,11 +69,7 @@ def test_pooling_and_bfloat16():
 
 
 def test_simclr_vit_trains_on_eight_devices():
-    config = simclr_cifar10.get_config("smoke")
-    config.model.backbone = "vit_tiny"
-    config.model.patch_size = 8
-    config.data.image_size = 16
-    config.optim.name = "adamw"
+    config = simclr_vit_cifar10.get_config("smoke")
     config.optim.base_lr = 1e-3
     config.optim.warmup_epochs = 0.0
     backbone = ssl_model.make_backbone(config.model)
