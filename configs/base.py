@@ -26,6 +26,11 @@ def get_base_config() -> ml_collections.ConfigDict:
             image_size=32,
             eval_image_size=32,
             num_views=2,
+            # Multi-crop (SwAV, DINO): local_views small views per image of local_image_size
+            # px, from crops of local_crop_scale, as batch["local"] [B, L, s, s, 3].
+            local_views=0,
+            local_image_size=16,
+            local_crop_scale=(0.05, 0.4),
             cache=True,
             crop_scale=(0.08, 1.0),
             crop_ratio=(3 / 4, 4 / 3),

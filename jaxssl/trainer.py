@@ -297,7 +297,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         dynamic_ncols=True,
         disable=not config.train.progress_bar or jax.process_index() != 0,
     )
-    views_per_step = batch_size * config.data.num_views
+    views_per_step = batch_size * (config.data.num_views + config.data.local_views)
     pending, last_metrics = [], {}
     interval_start, interval_steps, timed_steps = time.perf_counter(), 0, 0
     compile_seconds = None

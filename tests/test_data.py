@@ -256,6 +256,29 @@ def test_simclr_views_are_keyed_by_seed_index_epoch_and_view():
     np.testing.assert_array_equal(views, mapped)
 
 
+def test_multi_crop_local_views_are_their_own_group():
+    config = _data_config(local_views=3, local_image_size=16, local_crop_scale=(0.05, 0.4))
+    images, index = _images_uint8(), np.arange(BATCH)
+    views = augment.simclr_views(images, index, 0, 0, config).numpy()
+    local = augment.simclr_views(images, index, 0, 0, config, "local").numpy()
+    assert local.shape == (BATCH, 3, 16, 16, 3) and np.isfinite(local).all()
+    # Local view numbers follow the global ones: 2 global + 3 local = views 0..4 of a
+    # 5-view global group, whose first 2 are exactly the global views.
+    five = augment.simclr_views(images, index, 0, 0, _data_config(num_views=5)).numpy()
+    # (Equal up to float rounding: XLA compiles the 5-view batch's arithmetic differently.)
+    np.testing.assert_allclose(views, five[:, :2], atol=1e-4)
+    # Same randomness as global views 2..4 but smaller crops at 16 px: different pixels.
+    assert np.abs(local - five[:, 2:, :16, :16]).mean() > 0.01
+    with pytest.raises(ValueError, match="view group"):
+        augment.simclr_views(images, index, 0, 0, config, "medium")
+    batch = next(
+        tfds.make_train_iterator(
+            config, global_batch_size=8, seed=0, start_step=0, process_index=0, process_count=1
+        )
+    )
+    assert batch["global"].shape == (8, 2, 32, 32, 3) and batch["local"].shape == (8, 3, 16, 16, 3)
+
+
 # --- Splits and iterators ---
 
 

@@ -70,3 +70,33 @@ def test_unknown_loss_impl_lists_the_valid_ones():
     views = jnp.zeros((4, 2, 8, 8, 3))
     with pytest.raises(ValueError, match="'blockwise', 'dense'"):
         simclr.loss_fn(None, None, {"global": views}, {}, _config("sparse").method, None)
+
+
+def test_multi_crop_loss_is_the_same_on_one_and_eight_devices():
+    losses = []
+    for devices in (1, 8):
+        config = _config("dense")
+        config.mesh.data = devices
+        config.data.local_views = 2
+        mesh = sharding.make_mesh(config.mesh)
+        run = trainer.build(config, mesh)
+        batch = _batch(config, mesh)
+        rng = np.random.default_rng(1)
+        local = rng.normal(size=(config.train.batch_size, 2, 16, 16, 3)).astype(np.float32)
+        batch["local"] = sharding.to_global({"local": local}, mesh)["local"]
+        state, metrics = run.train_step(run.init_state(), batch)
+        losses.append(float(metrics["train/loss"]))
+        # 4 views per image: 3 positives per anchor among 4B - 1 candidates.
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        loss, _ = jax.jit(
+            lambda v, b, run=run, config=config: simclr.loss_fn(
+                run.model, v, b, {}, config.method, None
+            )
+        )(variables, batch)
+        without_local, _ = jax.jit(
+            lambda v, b, run=run, config=config: simclr.loss_fn(
+                run.model, v, {"global": b["global"]}, {}, config.method, None
+            )
+        )(variables, batch)
+        assert float(loss) > float(without_local)  # more positives and negatives per anchor
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)

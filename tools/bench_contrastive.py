@@ -3,10 +3,11 @@
     python tools/bench_contrastive.py [--embeddings 32768] [--small 4096] [--dim 128]
         [--chunk_size 1024] [--repeats 2] [--max_run_gib 12]
 
-On 8 fake CPU devices (a 1-D ``("data",)`` mesh, embeddings row-sharded as in the train step),
-for ``M`` embeddings = ``M / 2`` image pairs of 2 views (SimCLR's augmentation graph):
-``jax.value_and_grad`` of ``contrastive.multi_positive_nt_xent`` ("dense", the [M, M]
-similarities left to the compiler to shard) and ``multi_positive_nt_xent_blockwise``. Each case
+On 8 fake CPU devices (the ``("data", "fsdp")`` mesh with fsdp=1, embeddings row-sharded as
+in the train step), for ``M`` embeddings = ``M / 2`` image pairs of 2 views (SimCLR's
+augmentation graph): ``jax.value_and_grad`` of ``contrastive.multi_positive_nt_xent``
+("dense", the [M, M] similarities left to the compiler to shard) and
+``multi_positive_nt_xent_blockwise``. Each case
 runs in its own process, so its peak RSS is its own. Per case: the compiled executable's
 ``memory_analysis()`` per device (temp, arguments, outputs) and over all 8 devices, compile
 time, the median wall time of ``--repeats`` calls after one warm-up, the loss, and the process's

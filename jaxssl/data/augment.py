@@ -481,12 +481,30 @@ def _make_views_fn(num_views: int, size: int, params: tuple[tuple[str, Any], ...
     return views_fn
 
 
+def group_settings(data_config: ml_collections.ConfigDict, group: str) -> tuple[int, int, Any]:
+    """``(num_views, image_size, crop_scale)`` of view group ``"global"`` or ``"local"``.
+
+    ``"global"`` reads ``num_views``, ``image_size``, ``crop_scale``; ``"local"`` (multi-crop's
+    small views) reads ``local_views``, ``local_image_size``, ``local_crop_scale``.
+    """
+    if group == "global":
+        return int(data_config.num_views), int(data_config.image_size), data_config.crop_scale
+    if group == "local":
+        return (
+            int(data_config.local_views),
+            int(data_config.local_image_size),
+            data_config.local_crop_scale,
+        )
+    raise ValueError(f"Unknown view group {group!r}; valid: 'global', 'local'.")
+
+
 def simclr_views(
     images: TensorLike,
     index: TensorLike,
     epoch: TensorLike,
     seed: TensorLike,
     data_config: ml_collections.ConfigDict,
+    group: str = "global",
 ) -> tf.Tensor:
     """``V`` independently augmented views of each image: the SimCLR/BYOL pipeline.
 
@@ -494,29 +512,39 @@ def simclr_views(
     blur and solarization, normalization. A view depends only on
     (seed, index, epoch, view number), never on the batch it travels in.
 
+    Multi-crop: ``group="local"`` makes the small views (``local_views`` of
+    ``local_image_size`` px from crops of ``local_crop_scale``), with the same colour
+    augmentations. Their view numbers follow the global ones, so both groups draw
+    independent randomness and adding local views never changes the global views.
+
     Args:
       images: ``[B, H, W, 3]`` uint8.
       index: ``[B]`` integers, the examples' global indices in the split.
       epoch: ``[B]`` or scalar integers.
       seed: scalar integer.
       data_config: the ``config.data`` ConfigDict (``num_views``, ``image_size`` and the
-        augmentation fields).
+        augmentation fields; ``local_*`` for the local group).
+      group: ``"global"`` or ``"local"``.
 
     Returns:
-      ``[B, V, S, S, 3]`` float32, normalized.
+      ``[B, V, S, S, 3]`` float32, normalized (``V``, ``S`` of the group).
 
     References:
       Chen et al., `A Simple Framework for Contrastive Learning of Visual
       Representations <https://arxiv.org/abs/2002.05709>`_, 2020 (appendix A).
+      Caron et al., `Unsupervised Learning of Visual Features by Contrasting Cluster
+      Assignments <https://arxiv.org/abs/2006.09882>`_ (SwAV: multi-crop), 2020.
     """
 
     def hashable(value):
         return tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else value
 
+    num_views, size, crop_scale = group_settings(data_config, group)
+    first_view = 0 if group == "global" else int(data_config.num_views)
     # The config's values select (and cache) one compiled function per configuration.
-    params = tuple(sorted((key, hashable(value)) for key, value in data_config.items()))
-    num_views = int(data_config.num_views)
-    views_fn = _make_views_fn(num_views, int(data_config.image_size), params)
+    settings = {**data_config.to_dict(), "crop_scale": crop_scale}
+    params = tuple(sorted((key, hashable(value)) for key, value in settings.items()))
+    views_fn = _make_views_fn(num_views, size, params)
     # The keys are hashed outside the XLA function: inside it, XLA fuses the hash into
     # every per-pixel loop that reads a per-example parameter and runs ~5x slower.
     index = tf.cast(index, tf.int64)
@@ -524,7 +552,7 @@ def simclr_views(
         seed,
         tf.repeat(index, num_views),
         tf.repeat(tf.broadcast_to(tf.cast(epoch, tf.int64), tf.shape(index)), num_views),
-        tf.tile(tf.range(num_views), tf.shape(index)),
+        tf.tile(tf.range(first_view, first_view + num_views), tf.shape(index)),
     )
     uniforms = {op: random_uniforms(keys, op, num) for op, num in _DRAWS.items()}
     return views_fn(tf.convert_to_tensor(images, tf.uint8), uniforms)

@@ -182,7 +182,8 @@ def make_train_iterator(
 
     Returns:
       An iterator of ``{"global": float32 [b, V, S, S, 3], "label": int32 [b],
-      "index": int32 [b]}`` with ``b = global_batch_size // process_count``.
+      "index": int32 [b]}`` with ``b = global_batch_size // process_count``, and with
+      ``data.local_views > 0`` (multi-crop) ``"local": float32 [b, L, s, s, 3]``.
     """
     if global_batch_size % process_count:
         raise ValueError(
@@ -196,11 +197,16 @@ def make_train_iterator(
         views = augment.simclr_views(
             batch["image"], batch["index"], batch["epoch"], seed, data_config
         )
-        return {
+        out = {
             "global": views,
             "label": batch["label"],
             "index": tf.cast(batch["index"], tf.int32),
         }
+        if data_config.local_views > 0:  # multi-crop: the small views, their own array
+            out["local"] = augment.simclr_views(
+                batch["image"], batch["index"], batch["epoch"], seed, data_config, "local"
+            )
+        return out
 
     if data_config.cache:
         # Every process holds the whole decoded split as three tensors and draws the same

@@ -7,6 +7,7 @@ References:
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from jaxssl.losses import contrastive
@@ -58,12 +59,16 @@ def loss_fn(
     the whole global batch of views (SimCLR's global BN). The loss is NT-Xent over the
     augmentation graph: the positives of a view are the other views of its image, every other
     view is a negative; with ``V = 2`` this is exactly SimCLR's loss, with more views the
-    multi-positive form (``contrastive.multi_positive_nt_xent``).
+    multi-positive form (``contrastive.multi_positive_nt_xent``). Multi-crop
+    (``batch["local"]``, ``[B, L, h, w, 3]``) adds the ``L`` small views of each image to its
+    group: every view of an image is a positive of every other (Caron et al. 2020 report
+    multi-crop gains for SimCLR too).
 
     Args:
       model: the ``SSLModel``.
       variables: ``{"params": ..., "batch_stats": ...}``.
-      batch: ``batch["global"]``: the views ``[B, V, H, W, 3]``, ``V >= 2``.
+      batch: ``batch["global"]``: the views ``[B, V, H, W, 3]``, ``V >= 2``; optionally
+        ``batch["local"]``: ``[B, L, h, w, 3]``.
       method_state: SimCLR has none (``{}``); returned as is.
       config: the ``config.method`` section (``temperature``, ``loss_impl``: a key of
         ``LOSS_IMPLS``, ``loss_chunk_size``: columns per chunk of ``"blockwise"``).
@@ -87,6 +92,20 @@ def loss_fn(
         variables, images, train=True, mutable=["batch_stats"]
     )
     ids = contrastive.augmentation_graph_ids(b, v)  # [B*V], image index, batch-major like z
-    loss, top1 = LOSS_IMPLS[config.loss_impl](projections, ids, config)  # z: [B*V, P]
+    if "local" in batch:
+        # Multi-crop: the small views go through the model as their own batch (one pass per
+        # resolution); their BatchNorm running averages are not kept, so the statistics used
+        # at evaluation are those of full-size views.
+        local = batch["local"]
+        num_local = local.shape[1]
+        (_, local_projections), _ = model.apply(
+            variables,
+            local.reshape((b * num_local,) + local.shape[2:]),
+            train=True,
+            mutable=["batch_stats"],
+        )
+        projections = jnp.concatenate([projections, local_projections], axis=0)
+        ids = jnp.concatenate([ids, contrastive.augmentation_graph_ids(b, num_local)])
+    loss, top1 = LOSS_IMPLS[config.loss_impl](projections, ids, config)  # z: [B*(V+L), P]
     metrics = {"train/contrastive_top1": top1}
     return loss, LossAux(features.reshape(b, v, -1), updates["batch_stats"], method_state, metrics)
