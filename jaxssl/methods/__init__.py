@@ -22,7 +22,7 @@ Everything is traced inside the one jitted train step over the global batch.
 
 from types import ModuleType
 
-from jaxssl.methods import byol, simclr, simsiam
+from jaxssl.methods import barlow_twins, byol, simclr, simsiam, vicreg
 from jaxssl.methods.base import LossAux
 
 __all__ = ["METHODS", "LossAux", "get_method"]
@@ -31,6 +31,8 @@ METHODS: dict[str, ModuleType] = {
     "simclr": simclr,
     "byol": byol,
     "simsiam": simsiam,
+    "barlow_twins": barlow_twins,
+    "vicreg": vicreg,
 }
 
 

@@ -1,0 +1,194 @@
+"""Redundancy-reduction losses (Barlow Twins, VICReg): statistics of the embedding dimensions.
+
+Both losses compare two views ``z1, z2`` of the same images through per-dimension statistics
+over the batch (means, variances, cross-correlations, covariances), so they need neither
+negatives nor a stop-gradient. Under ``jax.jit`` over a mesh the inputs are global arrays: the
+statistics are those of the **global** batch, as in the official multi-GPU implementations
+(synchronized BatchNorm in Barlow Twins, all-gather in VICReg); nothing here is per device.
+
+Everything is computed in float32 whatever the input dtype, and the ``[D, D]`` matrix products
+use ``Precision.HIGHEST``: on TPU the default float32 matmul rounds its inputs to bfloat16,
+which would blur the ``1 - c_ii`` that Barlow Twins drives to 0.
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+
+
+def _check_views(z1: jax.Array, z2: jax.Array) -> tuple[jax.Array, jax.Array]:
+    chex.assert_equal_shape((z1, z2))
+    chex.assert_rank(z1, 2)
+    if z1.shape[0] < 2:
+        raise ValueError(f"Batch statistics need at least 2 rows, got {z1.shape[0]}.")
+    return z1.astype(jnp.float32), z2.astype(jnp.float32)
+
+
+def _gram(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a.T @ b`` in full float32, ``[D, D]``."""
+    return jnp.einsum("nd,ne->de", a, b, precision=jax.lax.Precision.HIGHEST)
+
+
+def _off_diagonal_square_sum(matrix: jax.Array) -> jax.Array:
+    """Sum of the squared off-diagonal entries (masked, not ``total - diagonal``: exact)."""
+    off_diagonal = jnp.where(jnp.eye(matrix.shape[0], dtype=bool), 0.0, matrix)
+    return jnp.sum(jnp.square(off_diagonal))
+
+
+def _batch_standardize(z: jax.Array, eps: float) -> jax.Array:
+    """BatchNorm without affine parameters, train mode: biased variance over the batch."""
+    mean = jnp.mean(z, axis=0)
+    variance = jnp.mean(jnp.square(z - mean), axis=0)
+    return (z - mean) * jax.lax.rsqrt(variance + eps)
+
+
+def cross_correlation(z1: jax.Array, z2: jax.Array, eps: float = 1e-5) -> jax.Array:
+    r"""Barlow Twins' empirical cross-correlation matrix of two views.
+
+    .. math::
+      \hat z = \frac{z - \mu_B(z)}{\sqrt{\sigma_B^2(z) + \epsilon}}, \qquad
+      \mathcal{C} = \frac{1}{N} \hat z_1^\top \hat z_2,
+
+    with :math:`\mu_B, \sigma_B^2` the per-dimension mean and biased variance over the batch.
+
+    Args:
+      z1: embeddings of view 1, ``[N, D]``.
+      z2: embeddings of view 2, ``[N, D]``, row ``i`` the same image as in ``z1``.
+      eps: added to the variance (PyTorch's BatchNorm default).
+
+    Returns:
+      ``[D, D]`` float32; entries in ``[-1, 1]`` up to ``eps``.
+
+    References:
+      Zbontar et al., Barlow Twins: Self-Supervised Learning via Redundancy Reduction,
+      ICML 2021, Eq. 2. https://arxiv.org/abs/2103.03230
+    """
+    z1, z2 = _check_views(z1, z2)
+    n = z1.shape[0]
+    return _gram(_batch_standardize(z1, eps), _batch_standardize(z2, eps)) / n  # [D, D]
+
+
+def barlow_twins_terms(z1: jax.Array, z2: jax.Array, eps: float = 1e-5) -> dict[str, jax.Array]:
+    r"""The two unweighted terms of the Barlow Twins loss (see ``barlow_twins_loss``).
+
+    Args:
+      z1: embeddings of view 1, ``[N, D]``.
+      z2: embeddings of view 2, ``[N, D]``.
+      eps: BatchNorm epsilon of the standardization.
+
+    Returns:
+      ``{"on_diagonal": sum_i (1 - C_ii)^2, "off_diagonal": sum_{i != j} C_ij^2}``, float32
+      scalars.
+    """
+    c = cross_correlation(z1, z2, eps)  # [D, D]
+    return {
+        "on_diagonal": jnp.sum(jnp.square(1.0 - jnp.diagonal(c))),
+        "off_diagonal": _off_diagonal_square_sum(c),
+    }
+
+
+def barlow_twins_loss(
+    z1: jax.Array, z2: jax.Array, lambd: float = 0.0051, eps: float = 1e-5
+) -> jax.Array:
+    r"""Barlow Twins' redundancy-reduction loss.
+
+    .. math::
+      \mathcal{L} = \sum_i (1 - \mathcal{C}_{ii})^2
+        + \lambda \sum_i \sum_{j \neq i} \mathcal{C}_{ij}^2,
+
+    with :math:`\mathcal{C}` the cross-correlation of the batch-standardized views
+    (``cross_correlation``). The invariance term pushes each dimension of the two views to be
+    perfectly correlated, the redundancy term decorrelates different dimensions.
+
+    Reduction as in the official code (facebookresearch/barlowtwins): the correlation averages
+    over the ``N`` rows of the (global) batch, then both terms *sum* over the matrix entries,
+    so the loss grows with ``D``; it is not normalized by ``D``. The standardization is over the
+    global batch (the official code converts its affine-free ``BatchNorm1d`` to SyncBatchNorm).
+
+    Args:
+      z1: embeddings of view 1, ``[N, D]``, any float dtype.
+      z2: embeddings of view 2, ``[N, D]``, row ``i`` the same image as in ``z1``.
+      lambd: weight :math:`\lambda` of the off-diagonal term (paper and official default
+        0.0051, for ``D = 8192``).
+      eps: BatchNorm epsilon of the standardization (PyTorch's default, 1e-5).
+
+    Returns:
+      The scalar loss, float32, ``>= 0``: 0 for identical, whitened views.
+
+    References:
+      Zbontar et al., Barlow Twins: Self-Supervised Learning via Redundancy Reduction,
+      ICML 2021, Eq. 1. https://arxiv.org/abs/2103.03230
+    """
+    terms = barlow_twins_terms(z1, z2, eps)
+    return terms["on_diagonal"] + lambd * terms["off_diagonal"]
+
+
+def _variance_term(z: jax.Array, eps: float) -> jax.Array:
+    """Hinge on the per-dimension standard deviation (unbiased), averaged over dimensions."""
+    std = jnp.sqrt(jnp.var(z, axis=0, ddof=1) + eps)  # [D]
+    return jnp.mean(jax.nn.relu(1.0 - std))
+
+
+def _covariance_term(z: jax.Array) -> jax.Array:
+    """Squared off-diagonal entries of the (unbiased) covariance, summed, divided by ``D``."""
+    n, d = z.shape
+    centered = z - jnp.mean(z, axis=0)
+    covariance = _gram(centered, centered) / (n - 1)  # [D, D]
+    return _off_diagonal_square_sum(covariance) / d
+
+
+def vicreg_loss(
+    z1: jax.Array,
+    z2: jax.Array,
+    sim_coeff: float = 25.0,
+    std_coeff: float = 25.0,
+    cov_coeff: float = 1.0,
+    eps: float = 1e-4,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    r"""VICReg: variance-invariance-covariance regularization of two views.
+
+    .. math::
+      s(z_1, z_2) &= \frac{1}{N D} \sum_{n, d} (z_{1,nd} - z_{2,nd})^2, \\
+      v(z) &= \frac{1}{D} \sum_d \max\left(0, 1 - \sqrt{\mathrm{Var}(z_{:,d}) + \epsilon}\right),
+      \\
+      c(z) &= \frac{1}{D} \sum_{i \neq j} \mathrm{Cov}(z)_{ij}^2, \\
+      \mathcal{L} &= \mu_s \, s(z_1, z_2)
+        + \mu_v \, \frac{v(z_1) + v(z_2)}{2} + \mu_c \, \left(c(z_1) + c(z_2)\right),
+
+    with the unbiased variance and covariance (divided by ``N - 1``) over the batch. This is the
+    official code's reduction (facebookresearch/vicreg ``main_vicreg.py``): the variance term
+    *averages* the two views, the covariance term *sums* them. (solo-learn sums the two
+    variance terms, so its ``var_loss_weight=w`` is ``std_coeff=2 * w`` here.)
+
+    All three terms are over the global batch (the official code all-gathers before the
+    variance and covariance; its per-GPU MSE averages to the global one).
+
+    Args:
+      z1: embeddings of view 1, ``[N, D]``, any float dtype; ``N >= 2``.
+      z2: embeddings of view 2, ``[N, D]``, row ``i`` the same image as in ``z1``.
+      sim_coeff: weight :math:`\mu_s` of the invariance term (official default 25).
+      std_coeff: weight :math:`\mu_v` of the variance term (official default 25).
+      cov_coeff: weight :math:`\mu_c` of the covariance term (official default 1).
+      eps: added to the variance inside the square root (official default 1e-4).
+
+    Returns:
+      ``(loss, terms)``: the scalar loss and the unweighted terms ``{"invariance",
+      "variance", "covariance"}`` (the variance already averaged over the views, the
+      covariance summed), all float32 scalars.
+
+    References:
+      Bardes, Ponce & LeCun, VICReg: Variance-Invariance-Covariance Regularization for
+      Self-Supervised Learning, ICLR 2022, Eq. 1-6. https://arxiv.org/abs/2105.04906
+    """
+    z1, z2 = _check_views(z1, z2)
+    terms = {
+        "invariance": jnp.mean(jnp.square(z1 - z2)),
+        "variance": _variance_term(z1, eps) / 2 + _variance_term(z2, eps) / 2,
+        "covariance": _covariance_term(z1) + _covariance_term(z2),
+    }
+    loss = (
+        sim_coeff * terms["invariance"]
+        + std_coeff * terms["variance"]
+        + cov_coeff * terms["covariance"]
+    )
+    return loss, terms

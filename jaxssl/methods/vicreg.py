@@ -1,0 +1,79 @@
+"""VICReg: invariance between two views plus variance and covariance regularization of each.
+
+References:
+  Bardes, Ponce & LeCun, VICReg: Variance-Invariance-Covariance Regularization for
+  Self-Supervised Learning, ICLR 2022. https://arxiv.org/abs/2105.04906
+"""
+
+import flax.linen as nn
+import jax
+import ml_collections
+
+from jaxssl.losses import redundancy
+from jaxssl.methods.base import LossAux
+from jaxssl.models import ssl_model
+
+
+def build_model(config: ml_collections.ConfigDict) -> nn.Module:
+    """ResNet backbone + VICReg expander (``config.model``).
+
+    The expander is ``config.model.projector_layers`` linear layers (3 in the paper:
+    8192-8192-8192; 2048-2048-2048 in solo-learn's CIFAR recipe), BN + ReLU after each hidden
+    layer, the last one plain. The paper's last layer has no bias; ``heads.MLP``'s has one,
+    which changes nothing: every term of the loss is invariant to a shift shared by both views,
+    so the bias gets zero gradient and stays at its zero init.
+    """
+    return ssl_model.SSLModel(
+        backbone=ssl_model.make_backbone(config.model),
+        projector=ssl_model.make_projector(config.model),
+    )
+
+
+def loss_fn(
+    model: nn.Module,
+    variables,
+    batch: dict[str, jax.Array],
+    method_state,
+    config: ml_collections.ConfigDict,
+    rng: jax.Array,
+) -> tuple[jax.Array, LossAux]:
+    """VICReg loss of a batch of two augmented views.
+
+    Both views go through backbone and expander as one batch, so the expander's hidden
+    BatchNorm statistics pool the two views (the official code runs the views one after the
+    other). Variance and covariance are per view, over the global batch
+    (``redundancy.vicreg_loss``).
+
+    Args:
+      model: the ``SSLModel``.
+      variables: ``{"params": ..., "batch_stats": ...}``.
+      batch: ``batch["global"]``: the views ``[B, 2, H, W, 3]``.
+      method_state: VICReg has none (``{}``); returned as is.
+      config: the ``config.method`` section (``sim_coeff``, ``std_coeff``, ``cov_coeff``).
+      rng: unused (the model is deterministic); part of the method protocol.
+
+    Returns:
+      ``(loss, LossAux)``; metrics ``train/vicreg_invariance`` (MSE between the views),
+      ``train/vicreg_variance`` (hinge on the per-dimension std: 1 - sqrt(eps) when fully
+      collapsed, 0 when every std >= 1) and ``train/vicreg_covariance``, all unweighted.
+    """
+    del rng
+    views = batch["global"]
+    b, v = views.shape[:2]
+    if v != 2:
+        raise ValueError(f"VICReg takes exactly 2 views per image, got {v}.")
+    # Batch-major flattening keeps each device's rows on that device (no resharding).
+    images = views.reshape((b * v,) + views.shape[2:])  # [B*2, H, W, 3]
+    (features, projections), updates = model.apply(
+        variables, images, train=True, mutable=["batch_stats"]
+    )
+    z = projections.reshape(b, v, -1)  # [B, 2, P]
+    loss, terms = redundancy.vicreg_loss(
+        z[:, 0],
+        z[:, 1],
+        sim_coeff=config.sim_coeff,
+        std_coeff=config.std_coeff,
+        cov_coeff=config.cov_coeff,
+    )
+    metrics = {f"train/vicreg_{name}": jax.lax.stop_gradient(t) for name, t in terms.items()}
+    return loss, LossAux(features.reshape(b, v, -1), updates["batch_stats"], method_state, metrics)
