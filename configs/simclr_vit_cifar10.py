@@ -18,7 +18,9 @@ Presets (``--config configs/simclr_vit_cifar10.py:NAME``):
 
 * ``cpu``: a 2-core CPU in about 30 minutes: ViT-Tiny/4 on 16 px training crops (16 patch
   tokens, ~5x cheaper than 32 px), evaluated on full 32 px images through bicubically
-  interpolated position embeddings. Result in the README ("Results").
+  interpolated position embeddings. Measured: kNN top-1 0.474 (k=200; 0.495 at k=20) on the
+  CIFAR-10 test split after 683 steps at ~190 img/s (~31 min of training on 2 idle cores);
+  raw pixels give 0.442.
 
     python -m jaxssl.train --config configs/simclr_vit_cifar10.py:cpu --workdir /tmp/vit_cpu
 
