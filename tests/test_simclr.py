@@ -100,3 +100,49 @@ def test_multi_crop_loss_is_the_same_on_one_and_eight_devices():
         )(variables, batch)
         assert float(loss) > float(without_local)  # more positives and negatives per anchor
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+
+
+def test_supcon_graphs_give_the_expected_positives():
+    from jaxssl.losses import contrastive
+
+    config = simclr_cifar10.get_config("smoke").method
+    image_ids = contrastive.augmentation_graph_ids(4, 2)  # [0 0 1 1 2 2 3 3]
+    labels = jnp.array([7, 3, 7, 5])
+    index = jnp.arange(4)
+    np.testing.assert_array_equal(simclr.graph_ids(image_ids, labels, index, config), image_ids)
+    config.graph = "label"
+    np.testing.assert_array_equal(
+        simclr.graph_ids(image_ids, labels, index, config), [7, 7, 3, 3, 7, 7, 5, 5]
+    )
+    config.graph = "union"
+    config.label_fraction = 0.0  # nothing labelled: the augmentation graph
+    ids = simclr.graph_ids(image_ids, labels, index, config)
+    np.testing.assert_array_equal(
+        contrastive.positives_from_ids(ids), contrastive.positives_from_ids(image_ids)
+    )
+    config.label_fraction = 1.0
+    np.testing.assert_array_equal(
+        simclr.graph_ids(image_ids, labels, index, config), [7, 7, 3, 3, 7, 7, 5, 5]
+    )
+    # About the asked fraction of a split is labelled, the same examples every time.
+    mask = np.asarray(simclr.labelled(jnp.arange(50_000), 0.1))
+    assert abs(mask.mean() - 0.1) < 0.01
+    config.graph = "labels"
+    with pytest.raises(ValueError, match="method.graph"):
+        simclr.graph_ids(image_ids, labels, index, config)
+
+
+def test_supcon_step_uses_labels():
+    from configs import supcon_cifar10
+
+    config = supcon_cifar10.get_config("smoke")
+    config.mesh.data = 8
+    mesh = sharding.make_mesh(config.mesh)
+    run = trainer.build(config, mesh)
+    batch = _batch(config, mesh)
+    _, metrics = run.train_step(run.init_state(), batch)
+    relabelled = dict(
+        batch, label=sharding.to_global({"label": np.zeros(32, np.int32)}, mesh)["label"]
+    )
+    _, one_class = run.train_step(run.init_state(), relabelled)
+    assert float(metrics["train/loss"]) != float(one_class["train/loss"])

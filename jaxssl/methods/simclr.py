@@ -40,6 +40,43 @@ def _blockwise_loss(z: jax.Array, ids: jax.Array, config: ml_collections.ConfigD
     )
 
 
+GRAPHS = ("augmentation", "label", "union")
+
+
+def labelled(index: jax.Array, fraction: float) -> jax.Array:
+    """Which examples keep their label in a semi-supervised run: a fixed ``fraction`` of the
+    split, chosen by a hash of the example index (the same examples at every step)."""
+    hashed = (index.astype(jnp.uint32) * jnp.uint32(2654435761)) >> jnp.uint32(8)
+    return hashed.astype(jnp.float32) < fraction * 2.0**24
+
+
+def graph_ids(
+    image_ids: jax.Array, labels: jax.Array, index: jax.Array, config: ml_collections.ConfigDict
+) -> jax.Array:
+    """Group ids of the positive-pair graph ``config.graph`` for embeddings of ``image_ids``.
+
+    ``"augmentation"`` (SimCLR): the views of an image. ``"label"`` (SupCon): every embedding
+    of the same class. ``"union"`` (semi-supervised): labelled examples (a
+    ``config.label_fraction`` of them) grouped by class, the others by image. One loss,
+    ``contrastive.multi_positive_nt_xent``, for all three.
+
+    Args:
+      image_ids: ``[M]`` batch position of each embedding's image.
+      labels: ``[B]`` labels of the batch's images.
+      index: ``[B]`` the images' indices in the split (which ones are labelled).
+      config: the ``config.method`` section.
+    """
+    graph = config.get("graph", "augmentation")
+    if graph == "augmentation":
+        return image_ids
+    if graph == "label":
+        return labels[image_ids].astype(jnp.int32)
+    if graph == "union":
+        known = jnp.where(labelled(index, config.label_fraction), labels, -1)
+        return contrastive.union_graph_ids(image_ids, known[image_ids])
+    raise ValueError(f"Unknown method.graph {graph!r}; valid: {GRAPHS}.")
+
+
 # config.method.loss_impl -> (z [M, P], ids [M], config) -> (loss, top-1). Same value and
 # gradients; "blockwise" never holds the [M, M] similarities (for global batches of ~10k+).
 LOSS_IMPLS = {"dense": _dense_loss, "blockwise": _blockwise_loss}
@@ -106,6 +143,8 @@ def loss_fn(
         )
         projections = jnp.concatenate([projections, local_projections], axis=0)
         ids = jnp.concatenate([ids, contrastive.augmentation_graph_ids(b, num_local)])
+    if config.get("graph", "augmentation") != "augmentation":
+        ids = graph_ids(ids, batch["label"], batch["index"], config)
     loss, top1 = LOSS_IMPLS[config.loss_impl](projections, ids, config)  # z: [B*(V+L), P]
     metrics = {"train/contrastive_top1": top1}
     return loss, LossAux(features.reshape(b, v, -1), updates["batch_stats"], method_state, metrics)
