@@ -22,7 +22,7 @@ Everything is traced inside the one jitted train step over the global batch.
 
 from types import ModuleType
 
-from jaxssl.methods import barlow_twins, byol, simclr, simsiam, supcon, vicreg
+from jaxssl.methods import barlow_twins, byol, simclr, simsiam, supcon, vicreg, wmse
 from jaxssl.methods.base import LossAux
 
 __all__ = ["METHODS", "LossAux", "get_method"]
@@ -34,6 +34,7 @@ METHODS: dict[str, ModuleType] = {
     "barlow_twins": barlow_twins,
     "vicreg": vicreg,
     "supcon": supcon,
+    "wmse": wmse,
 }
 
 

@@ -1,0 +1,51 @@
+"""W-MSE: whitened embeddings of the views pulled together; whitening prevents collapse.
+
+References:
+  Ermolov et al., Whitening for Self-Supervised Representation Learning, ICML 2021.
+  https://arxiv.org/abs/2007.06346
+"""
+
+import flax.linen as nn
+import jax
+import ml_collections
+
+from jaxssl.losses import whitening
+from jaxssl.methods.base import LossAux
+from jaxssl.models import ssl_model
+
+
+def build_model(config: ml_collections.ConfigDict) -> nn.Module:
+    """Backbone + the reference 2-layer head (``projector_hidden_dim`` -> ``projector_dim``,
+    BN + ReLU in between; 1024 -> 64 on CIFAR)."""
+    return ssl_model.SSLModel(
+        backbone=ssl_model.make_backbone(config.model),
+        projector=ssl_model.make_projector(config.model),
+    )
+
+
+def loss_fn(
+    model: nn.Module,
+    variables,
+    batch: dict[str, jax.Array],
+    method_state,
+    config: ml_collections.ConfigDict,
+    rng: jax.Array,
+) -> tuple[jax.Array, LossAux]:
+    """W-MSE loss (``whitening.w_mse_loss``) of the views ``batch["global"]`` ``[B, V, ...]``.
+
+    ``config``: ``w_size`` (images per whitening sub-batch), ``w_iter`` (random sub-batch
+    partitions per step, drawn from ``rng``: the same on any device count), ``w_eps``.
+    """
+    views = batch["global"]
+    b, v = views.shape[:2]
+    images = views.reshape((b * v,) + views.shape[2:])  # batch-major: device rows stay put
+    (features, projections), updates = model.apply(
+        variables, images, train=True, mutable=["batch_stats"]
+    )
+    permutations = jax.vmap(lambda k: jax.random.permutation(k, b))(
+        jax.random.split(rng, config.w_iter)
+    )
+    loss = whitening.w_mse_loss(
+        projections.reshape(b, v, -1), permutations, config.w_size, config.w_eps
+    )
+    return loss, LossAux(features.reshape(b, v, -1), updates["batch_stats"], method_state, {})
