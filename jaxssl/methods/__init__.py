@@ -22,7 +22,17 @@ Everything is traced inside the one jitted train step over the global batch.
 
 from types import ModuleType
 
-from jaxssl.methods import barlow_twins, byol, simclr, simsiam, supcon, vicreg, wmse
+from jaxssl.methods import (
+    barlow_twins,
+    byol,
+    mocov2,
+    mocov3,
+    simclr,
+    simsiam,
+    supcon,
+    vicreg,
+    wmse,
+)
 from jaxssl.methods.base import LossAux
 
 __all__ = ["METHODS", "LossAux", "get_method"]
@@ -35,6 +45,8 @@ METHODS: dict[str, ModuleType] = {
     "vicreg": vicreg,
     "supcon": supcon,
     "wmse": wmse,
+    "mocov2": mocov2,
+    "mocov3": mocov3,
 }
 
 
