@@ -116,3 +116,21 @@ def test_queue_size_must_be_a_multiple_of_the_keys_per_step():
     run = trainer.build(config, mesh)
     with pytest.raises(ValueError, match="multiple of the 64 keys"):
         run.train_step(run.init_state(), sharding.to_global(_batch(config, 0), mesh))
+
+
+def test_nnclr_neighbours_and_loss_match_numpy():
+    from jaxssl.losses import nnclr
+
+    rng = np.random.default_rng(3)
+    support = _unit(rng.normal(size=(16, 4)))
+    z, p = rng.normal(size=(5, 4)), rng.normal(size=(5, 4))
+    expected_nn = support[np.argmax(_unit(z) @ support.T, axis=1)]
+    got_nn = nnclr.nearest_neighbours(jnp.asarray(z), jnp.asarray(support))
+    np.testing.assert_allclose(got_nn, expected_nn, rtol=1e-6)
+    expected = _np_cross_entropy(_unit(expected_nn) @ _unit(p).T / 0.2, np.arange(5))
+    np.testing.assert_allclose(
+        float(nnclr.nnclr_loss(got_nn, jnp.asarray(p), 0.2)), expected, rtol=1e-5
+    )
+    # A support row equal to z is its own neighbour.
+    support[7] = _unit(z[2])
+    assert int(np.argmax(_unit(z[2]) @ support.T)) == 7

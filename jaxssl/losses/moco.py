@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 
 
-def _unit(x: jax.Array) -> jax.Array:
+def unit(x: jax.Array) -> jax.Array:
+    """Rows scaled to unit L2 norm, in float32."""
     x = x.astype(jnp.float32)
     return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-24))
 
@@ -33,8 +34,8 @@ def infonce_with_queue(
       queue: ``[K, D]`` unit-norm keys of earlier batches.
       temperature: ``T`` (0.2 in MoCo v2).
     """
-    q = _unit(q)
-    k = jax.lax.stop_gradient(_unit(k))
+    q = unit(q)
+    k = jax.lax.stop_gradient(unit(k))
     queue = jax.lax.stop_gradient(queue.astype(jnp.float32))
     positive = jnp.sum(q * k, axis=-1, keepdims=True)  # [N, 1]
     negative = q @ queue.T  # [N, K]
@@ -50,15 +51,15 @@ def infonce_in_batch(q: jax.Array, k: jax.Array, temperature: float = 0.2) -> ja
     under ``jit`` the batch is already global). The caller symmetrizes:
     ``ctr(q1, k2) + ctr(q2, k1)``.
     """
-    q = _unit(q)
-    k = jax.lax.stop_gradient(_unit(k))
+    q = unit(q)
+    k = jax.lax.stop_gradient(unit(k))
     logits = q @ k.T / temperature  # [N, N]
     return jnp.mean(jax.nn.logsumexp(logits, axis=1) - jnp.diagonal(logits)) * (2 * temperature)
 
 
 def init_queue(key: jax.Array, size: int, dim: int) -> jax.Array:
     """``[size, dim]`` random unit vectors: the reference code's initial queue."""
-    return _unit(jax.random.normal(key, (size, dim), jnp.float32))
+    return unit(jax.random.normal(key, (size, dim), jnp.float32))
 
 
 def enqueue(queue: jax.Array, pointer: jax.Array, keys: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -67,6 +68,6 @@ def enqueue(queue: jax.Array, pointer: jax.Array, keys: jax.Array) -> tuple[jax.
     ``K`` must be a multiple of ``N`` (checked by the caller), so a batch never wraps.
     Returns ``(queue, (pointer + N) % K)``.
     """
-    keys = jax.lax.stop_gradient(_unit(keys)).astype(queue.dtype)
+    keys = jax.lax.stop_gradient(unit(keys)).astype(queue.dtype)
     queue = jax.lax.dynamic_update_slice(queue, keys, (pointer, jnp.zeros((), pointer.dtype)))
     return queue, (pointer + keys.shape[0]) % queue.shape[0]

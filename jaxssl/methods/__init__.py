@@ -27,6 +27,7 @@ from jaxssl.methods import (
     byol,
     mocov2,
     mocov3,
+    nnclr,
     simclr,
     simsiam,
     supcon,
@@ -47,6 +48,7 @@ METHODS: dict[str, ModuleType] = {
     "wmse": wmse,
     "mocov2": mocov2,
     "mocov3": mocov3,
+    "nnclr": nnclr,
 }
 
 

@@ -1,0 +1,61 @@
+"""NNCLR on CIFAR-10 with a ResNet-18 (CIFAR stem).
+
+Presets (``--config configs/nnclr_cifar10.py:NAME``):
+
+* default: solo-learn's CIFAR recipe: batch 256, LARS (lr 0.4 x B/256, weight decay 1e-5,
+  eta 0.02), 10 warmup epochs + cosine, projector 2048 -> 256 (3 layers, BN), predictor
+  4096 -> 256, temperature 0.2, support queue 65,536, 1000 epochs. No published figure is
+  claimed for this recipe here; not run here.
+
+    python -m jaxssl.train --config configs/nnclr_cifar10.py --workdir /tmp/nnclr_c10
+
+* ``cpu``: the shared 2-core budget (``base.apply_cpu_budget``), support queue 8,192.
+
+* ``smoke``: tiny model, fake data, a support queue of 128. Used by tests.
+
+References:
+  Dwibedi et al., With a Little Help from My Friends: Nearest-Neighbor Contrastive Learning
+  of Visual Representations, ICCV 2021. https://arxiv.org/abs/2104.14548
+"""
+
+import ml_collections
+
+from configs import base
+
+PRESETS = ("default", "cpu", "smoke")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    preset = arg or "default"
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r} for nnclr_cifar10; valid: {PRESETS}.")
+    config = base.get_base_config()
+    config.model.backbone = "resnet18"
+    config.model.projector_hidden_dim = 2048
+    config.model.projector_dim = 256
+    config.model.projector_layers = 3
+    config.method = ml_collections.ConfigDict()
+    config.method.name = "nnclr"
+    config.method.temperature = 0.2
+    config.method.predictor_hidden_dim = 4096
+    config.method.queue_size = 65_536  # a multiple of batch_size
+    config.train.batch_size = 256
+    config.train.epochs = 1000.0
+    config.optim.name = "lars"
+    config.optim.base_lr = 0.4
+    config.optim.weight_decay = 1e-5
+    config.optim.trust_coefficient = 0.02
+    config.optim.warmup_epochs = 10.0
+    config.train.checkpoint_every_steps = 5000
+    config.evals.knn.every_steps = 10_000
+
+    if preset == "cpu":
+        base.apply_cpu_budget(config)
+        config.method.queue_size = 8192
+        config.method.predictor_hidden_dim = 2048
+
+    if preset == "smoke":
+        base.apply_smoke(config)
+        config.method.predictor_hidden_dim = 32
+        config.method.queue_size = 128
+    return config
