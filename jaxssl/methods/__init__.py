@@ -25,6 +25,7 @@ from types import ModuleType
 from jaxssl.methods import (
     barlow_twins,
     byol,
+    emp_ssl,
     mocov2,
     mocov3,
     nnclr,
@@ -49,6 +50,7 @@ METHODS: dict[str, ModuleType] = {
     "mocov2": mocov2,
     "mocov3": mocov3,
     "nnclr": nnclr,
+    "emp_ssl": emp_ssl,
 }
 
 
