@@ -66,7 +66,8 @@ def replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
 
 def batch_sharding(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
     """Sharding of batch arrays: leading axis split over all devices (``"data"`` x ``"fsdp"``)."""
-    return jax.sharding.NamedSharding(mesh, jax.P(BATCH_AXES))
+    axes = tuple(axis for axis in BATCH_AXES if axis in mesh.axis_names)
+    return jax.sharding.NamedSharding(mesh, jax.P(axes))
 
 
 def fsdp_spec(shape: tuple[int, ...], fsdp: int, min_size: int) -> jax.P:
@@ -88,9 +89,10 @@ def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh, min_size: int 
     """``NamedSharding`` of every leaf of a state (``jax.eval_shape`` tree or arrays).
 
     Every leaf is replicated over ``"data"``; over ``"fsdp"`` it follows ``fsdp_spec``. The
-    optimizer's moments have their parameter's shape and so get the same sharding.
+    optimizer's moments have their parameter's shape and so get the same sharding. A mesh
+    without an ``"fsdp"`` axis (e.g. a user's 1-D ``("data",)`` mesh) replicates everything.
     """
-    fsdp = mesh.shape[FSDP_AXIS]
+    fsdp = mesh.shape.get(FSDP_AXIS, 1)
     return jax.tree.map(
         lambda x: jax.sharding.NamedSharding(mesh, fsdp_spec(tuple(x.shape), fsdp, min_size)),
         abstract_state,

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from configs import simclr_cifar10
-from jaxssl import checkpoint, trainer
+from jaxssl import checkpoint, sharding, trainer
 from jaxssl.data import tfds as input_pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,7 +59,7 @@ def _poison_inputs(monkeypatch, bad_steps):
 
 
 def _restore(workdir, config):
-    mesh = jax.make_mesh((jax.device_count(),), ("data",), (jax.sharding.AxisType.Auto,))
+    mesh = sharding.make_mesh(config.mesh)
     run = trainer.build(config, mesh)
     abstract = checkpoint.abstract_with_sharding(
         jax.eval_shape(run.init_fn, run.init_key), jax.NamedSharding(mesh, jax.P())
