@@ -25,6 +25,7 @@ from types import ModuleType
 from jaxssl.methods import (
     barlow_twins,
     byol,
+    dino,
     emp_ssl,
     mocov2,
     mocov3,
@@ -32,6 +33,7 @@ from jaxssl.methods import (
     simclr,
     simsiam,
     supcon,
+    swav,
     vicreg,
     wmse,
 )
@@ -51,6 +53,8 @@ METHODS: dict[str, ModuleType] = {
     "mocov3": mocov3,
     "nnclr": nnclr,
     "emp_ssl": emp_ssl,
+    "dino": dino,
+    "swav": swav,
 }
 
 

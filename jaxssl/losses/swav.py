@@ -1,0 +1,134 @@
+"""SwAV's online codes (Sinkhorn-Knopp) and its swapped-prediction loss (pure jax.numpy).
+
+Under ``jit`` the arrays are global, so the reference code's ``all_reduce`` of the sums over
+samples is just a sum over axis 0 here: the codes are equipartitioned over the whole global
+batch (and the queue), on any number of devices.
+
+References:
+  Caron, Misra, Mairal, Goyal, Bojanowski & Joulin, Unsupervised Learning of Visual Features
+  by Contrasting Cluster Assignments (SwAV), NeurIPS 2020. https://arxiv.org/abs/2006.09882
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+
+
+def sinkhorn_knopp(scores: jax.Array, epsilon: float = 0.05, num_iters: int = 3) -> jax.Array:
+    r"""Soft codes of ``N`` samples over ``K`` prototypes, equipartitioned over the samples.
+
+    The reference's ``distributed_sinkhorn``: with :math:`Q = \exp(S / \varepsilon)^\top`
+    (``[K, N]``) scaled to sum to 1, ``num_iters`` times divide each prototype row by its sum
+    and by ``K`` (each prototype gets mass :math:`1/K`), then each sample column by its sum and
+    by ``N`` (each sample gets mass :math:`1/N`); finally :math:`N Q^\top`. This approximates
+    the entropy-regularized optimal transport
+
+    .. math::
+      \max_{Q \in \mathcal{Q}} \operatorname{Tr}(Q^\top C^\top Z) + \varepsilon H(Q),\quad
+      \mathcal{Q} = \{Q \in \mathbb{R}_+^{K \times N} : Q 1_N = \tfrac1K 1_K,\
+      Q^\top 1_K = \tfrac1N 1_N\}.
+
+    Returned rows sum to 1 exactly (the last step normalizes samples); prototype columns sum to
+    about ``N / K``, exactly only in the limit of many iterations. Computed in float32. The
+    scores are shifted by their maximum before ``exp`` (no overflow for unbounded scores); the
+    first normalization cancels the shift, so the result is the reference's. No gradient flows
+    through the codes (they are targets).
+
+    Args:
+      scores: ``[N, K]`` sample-prototype scores (cosine similarities in SwAV).
+      epsilon: entropy regularization :math:`\varepsilon` (SwAV: 0.05).
+      num_iters: Sinkhorn iterations (SwAV: 3).
+
+    Returns:
+      ``[N, K]`` codes, each row a distribution over the prototypes.
+
+    References:
+      Caron et al., SwAV, NeurIPS 2020, Sec. 3.1 and Appendix A.1.
+      https://arxiv.org/abs/2006.09882
+      Cuturi, Sinkhorn Distances, NeurIPS 2013. https://arxiv.org/abs/1306.0895
+    """
+    chex.assert_rank(scores, 2)
+    scores = jax.lax.stop_gradient(scores.astype(jnp.float32)) / epsilon
+    q = jnp.exp(scores - jnp.max(scores)).T  # [K, N]
+    num_prototypes, num_samples = q.shape
+    q = q / jnp.sum(q)
+
+    def iteration(_, q):
+        q = q / jnp.sum(q, axis=1, keepdims=True) / num_prototypes  # prototypes: mass 1/K each
+        return q / jnp.sum(q, axis=0, keepdims=True) / num_samples  # samples: mass 1/N each
+
+    # A loop, not unrolled Python: compile time stays flat in num_iters.
+    q = jax.lax.fori_loop(0, num_iters, iteration, q)
+    return (q * num_samples).T  # [N, K]
+
+
+def swav_codes(
+    scores: jax.Array,
+    queue_scores: jax.Array | None = None,
+    epsilon: float = 0.05,
+    num_iters: int = 3,
+) -> jax.Array:
+    """Codes of each code view, over the batch and optionally a queue of earlier embeddings.
+
+    Each code view is assigned on its own (the reference's loop over ``crops_for_assign``). With
+    a queue, the queue's scores join the batch's before Sinkhorn-Knopp (more samples to
+    equipartition over: SwAV's remedy for batches smaller than the number of prototypes) and
+    only the batch's rows of the codes are kept.
+
+    Args:
+      scores: ``[B, C, K]`` scores of the ``C`` code views (SwAV: the 2 global views).
+      queue_scores: optional ``[C, L, K]`` scores of the queued embeddings of each code view.
+      epsilon: entropy regularization (SwAV: 0.05).
+      num_iters: Sinkhorn iterations (SwAV: 3).
+
+    Returns:
+      ``[B, C, K]`` codes; no gradient flows through them.
+    """
+    b, c, k = scores.shape
+    per_view = jnp.swapaxes(scores, 0, 1)  # [C, B, K]
+    if queue_scores is not None:
+        chex.assert_shape(queue_scores, (c, None, k))
+        per_view = jnp.concatenate([queue_scores.astype(per_view.dtype), per_view], axis=1)
+    codes = jax.vmap(lambda s: sinkhorn_knopp(s, epsilon, num_iters)[-b:])(per_view)  # [C, B, K]
+    return jax.lax.stop_gradient(jnp.swapaxes(codes, 0, 1))
+
+
+def swapped_prediction_loss(
+    scores: jax.Array, codes: jax.Array, temperature: float = 0.1
+) -> jax.Array:
+    r"""SwAV's loss: predict the code of a code view from every other view.
+
+    With :math:`p_{v} = \operatorname{softmax}(s_{v} / \tau)` the prediction of view ``v`` and
+    :math:`q_c` the code of code view ``c`` (views ``0 .. C-1``),
+
+    .. math::
+      \mathcal{L} = \frac{1}{C} \sum_{c=0}^{C-1} \frac{1}{V-1} \sum_{v \ne c}
+        \frac{1}{B} \sum_{b=1}^{B} -\sum_{k=1}^{K} q_{b c k} \log p_{b v k},
+
+    the reference's reduction (``subloss / (sum(nmb_crops) - 1)``, then ``/ len(crops_for_
+    assign)``), i.e. the mean over the ``C (V - 1)`` (code view, other view) pairs. With 2
+    views: :math:`\frac12 [\ell(z_1, q_2) + \ell(z_2, q_1)]`. Computed in float32.
+
+    Args:
+      scores: ``[B, V, K]`` prototype scores of all views, the ``C`` code views first (the
+        global views, then the local ones of multi-crop).
+      codes: ``[B, C, K]`` codes of the code views (``swav_codes``), targets without gradient.
+      temperature: softmax temperature :math:`\tau` (SwAV: 0.1).
+
+    Returns:
+      The scalar loss.
+
+    References:
+      Caron et al., SwAV, NeurIPS 2020, Eq. 2-3. https://arxiv.org/abs/2006.09882
+    """
+    b, v, k = scores.shape
+    c = codes.shape[1]
+    chex.assert_shape(codes, (b, c, k))
+    if not 1 <= c <= v or v < 2:
+        raise ValueError(f"Need 1 <= C <= V and V >= 2 views, got C={c}, V={v}.")
+    log_predictions = jax.nn.log_softmax(scores.astype(jnp.float32) / temperature, axis=-1)
+    codes = jax.lax.stop_gradient(codes.astype(jnp.float32))
+    # cross[c, v]: mean over the batch of H(q_c, p_v).
+    cross = -jnp.einsum("bck,bvk->cv", codes, log_predictions) / b  # [C, V]
+    others = 1.0 - jnp.eye(c, v, dtype=jnp.float32)  # a code view does not predict itself
+    return jnp.sum(cross * others) / (c * (v - 1))

@@ -1,0 +1,183 @@
+"""DINO: a student matches an EMA teacher's centered, sharpened outputs across views.
+
+Student = backbone + ``heads.DINOHead``; teacher = an EMA copy of both, kept in
+``method_state["target"]`` (the key, init and EMA update are BYOL's, shared with MoCo v3). The
+teacher sees the global views only; the student sees the global views and, with multi-crop,
+``batch["local"]``. ``method_state`` also holds the ``center`` of the teacher outputs and the
+``step`` that the next ``loss_fn`` call trains, for the teacher-temperature schedule and the
+frozen last layer (the method protocol passes the step to ``update_method_state`` only). A
+step whose update is dropped for a NaN/Inf also drops this record, so the step after it runs
+with its predecessor's temperature: one step late, once.
+
+References:
+  Caron et al., Emerging Properties in Self-Supervised Vision Transformers, ICCV 2021.
+  https://arxiv.org/abs/2104.14294
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jaxssl.losses import distillation
+from jaxssl.methods import byol
+from jaxssl.methods.base import LossAux
+from jaxssl.models import heads, ssl_model
+
+
+def build_model(config: ml_collections.ConfigDict) -> nn.Module:
+    """Backbone + DINO head: ``config.model.projector_layers`` linear layers of
+    ``projector_hidden_dim`` to a ``projector_dim`` bottleneck, then ``config.method.out_dim``
+    weight-normalized output units (``norm_last_layer``, ``use_bn_in_head``)."""
+    head = heads.DINOHead(
+        output_dim=config.method.out_dim,
+        hidden_dim=config.model.projector_hidden_dim,
+        bottleneck_dim=config.model.projector_dim,
+        num_layers=config.model.projector_layers,
+        use_bn=config.method.use_bn_in_head,
+        norm_last_layer=config.method.norm_last_layer,
+        dtype=jnp.dtype(config.model.dtype),
+        bn_momentum=config.model.bn_momentum,
+    )
+    return ssl_model.SSLModel(backbone=ssl_model.make_backbone(config.model), projector=head)
+
+
+def init_method_state(model: nn.Module, variables, config: ml_collections.ConfigDict):
+    """Teacher = a copy of the student; center = 0 (as in the reference); step = 0.
+
+    Returns:
+      ``{"target": teacher variables, "center": [K] float32, "step": int32 scalar}``.
+    """
+    out_dim = variables["params"]["projector"]["last_layer"]["kernel"].shape[-1]
+    return {
+        **byol.init_method_state(model, variables, config),
+        "center": jnp.zeros((out_dim,), jnp.float32),
+        "step": jnp.zeros((), jnp.int32),
+    }
+
+
+def update_method_state(
+    method_state,
+    params,
+    batch_stats,
+    step: jax.Array,
+    num_steps: int,
+    config: ml_collections.ConfigDict,
+):
+    """Teacher EMA with BYOL's cosine momentum (``base_momentum`` -> 1); records the next step.
+
+    The center is not updated here but in ``loss_fn``, which has the teacher outputs of the
+    current batch (this function only sees parameters).
+
+    Args:
+      method_state: ``{"target", "center", "step"}``.
+      params: the new student parameters.
+      batch_stats: the new student BatchNorm statistics.
+      step: the step that produced them.
+      num_steps: the run's length (the momentum reaches 1 there).
+      config: ``config.method`` (``base_momentum``).
+
+    Returns:
+      The updated method state, with ``step = step + 1``: the step the next loss computes.
+    """
+    method_state = byol.update_method_state(
+        method_state, params, batch_stats, step, num_steps, config
+    )
+    return {**method_state, "step": jnp.asarray(step + 1, jnp.int32)}
+
+
+def _freeze_last_layer(params, frozen: jax.Array):
+    """``params`` with no gradient into the head's last layer while ``frozen`` (a bool scalar).
+
+    The reference drops the last layer's gradients during the first epoch(s), which stabilizes
+    the start of training. ``where(frozen, stop_gradient(w), w)`` has the value ``w`` either
+    way, and gradient 0 or 1. The optimizer still sees a zero gradient, so its weight decay
+    still scales the kernel, but the layer is weight-normalized: scaling a column leaves its
+    direction, hence the outputs, unchanged.
+    """
+    head = params["projector"]
+    last_layer = jax.tree.map(
+        lambda w: jnp.where(frozen, jax.lax.stop_gradient(w), w), head["last_layer"]
+    )
+    return {**params, "projector": {**head, "last_layer": last_layer}}
+
+
+def loss_fn(
+    model: nn.Module,
+    variables,
+    batch: dict[str, jax.Array],
+    method_state,
+    config: ml_collections.ConfigDict,
+    rng: jax.Array,
+) -> tuple[jax.Array, LossAux]:
+    """DINO loss of a batch of global (and optionally local) views; updates the center.
+
+    The student runs once on the ``B * V`` global views and, with multi-crop, once on the
+    ``B * L`` local views (one pass per resolution; the local pass's BatchNorm running
+    averages are not kept, so evaluation statistics are those of global views). The teacher
+    (EMA variables in ``method_state["target"]``, train-mode BatchNorm as in BYOL) runs on the
+    global views only. ``distillation.dino_loss`` pairs every teacher view with every other
+    student view, using the center and teacher temperature of the current step; the returned
+    ``method_state`` holds the center moved towards this global batch's teacher mean (after
+    the loss, as in the reference). With ``train.grad_accum_steps > 1`` that happens once per
+    micro-batch.
+
+    Args:
+      model: the ``SSLModel`` with a ``DINOHead`` projector.
+      variables: ``{"params": ..., "batch_stats": ...}`` of the student.
+      batch: ``batch["global"]``: ``[B, V, H, W, 3]``, ``V >= 2`` (DINO: 2); optionally
+        ``batch["local"]``: ``[B, L, h, w, 3]``.
+      method_state: ``{"target", "center", "step"}`` (``init_method_state``).
+      config: ``config.method``: ``student_temp``, ``teacher_temp``, ``warmup_teacher_temp``,
+        ``warmup_teacher_temp_steps``, ``center_momentum``, ``freeze_last_layer_steps``.
+      rng: unused (the model is deterministic); part of the method protocol.
+
+    Returns:
+      ``(loss, LossAux)``; metrics: the teacher temperature and the mean entropy of the
+      teacher targets (near ``log K``: uniform collapse; near 0: one-hot collapse).
+    """
+    del rng
+    views = batch["global"]
+    b, v = views.shape[:2]
+    if v < 2:
+        raise ValueError(f"DINO needs at least 2 global views per image, got {v}.")
+    step = method_state["step"]
+    params = _freeze_last_layer(variables["params"], step < config.freeze_last_layer_steps)
+    student_variables = {"params": params, "batch_stats": variables.get("batch_stats", {})}
+    # Batch-major flattening keeps each device's rows on that device (no resharding).
+    images = views.reshape((b * v,) + views.shape[2:])  # [B*V, H, W, 3]
+    (features, student), updates = model.apply(
+        student_variables, images, train=True, mutable=["batch_stats"]
+    )
+    student = student.reshape(b, v, -1)  # [B, V, K]
+    if "local" in batch:
+        local = batch["local"]
+        num_local = local.shape[1]
+        (_, local_student), _ = model.apply(
+            student_variables,
+            local.reshape((b * num_local,) + local.shape[2:]),
+            train=True,
+            mutable=["batch_stats"],
+        )
+        student = jnp.concatenate([student, local_student.reshape(b, num_local, -1)], axis=1)
+    (_, teacher), _ = model.apply(
+        method_state["target"], images, train=True, method=model.project, mutable=["batch_stats"]
+    )
+    # The teacher is trained only by the EMA: no gradient reaches it (it is not in `params`
+    # either, so this documents the method more than it changes anything).
+    teacher = jax.lax.stop_gradient(teacher.reshape(b, v, -1))  # [B, V, K]
+    teacher_temp = distillation.teacher_temperature(
+        step, config.warmup_teacher_temp_steps, config.warmup_teacher_temp, config.teacher_temp
+    )
+    center = method_state["center"]
+    loss = distillation.dino_loss(student, teacher, center, teacher_temp, config.student_temp)
+    targets = distillation.teacher_probabilities(teacher, center, teacher_temp)  # [B, V, K]
+    entropy = -jnp.mean(jnp.sum(targets * jnp.log(jnp.maximum(targets, 1e-30)), axis=-1))
+    new_state = {
+        **method_state,
+        "center": distillation.update_center(center, teacher, config.center_momentum),
+    }
+    metrics = {"train/teacher_temp": teacher_temp, "train/teacher_entropy": entropy}
+    return loss, LossAux(
+        features.reshape(b, v, -1), updates.get("batch_stats", {}), new_state, metrics
+    )
