@@ -32,6 +32,10 @@ def get_base_config() -> ml_collections.ConfigDict:
             local_image_size=16,
             local_crop_scale=(0.05, 0.4),
             cache=True,
+            # True: the host ships the un-augmented uint8 images (batch["image"]) and the
+            # train step makes the views on device, keyed by fold_in(key, step)
+            # (jaxssl/data/color.py), for hosts whose CPUs cannot keep accelerators fed.
+            augment_on_device=False,
             crop_scale=(0.08, 1.0),
             crop_ratio=(3 / 4, 4 / 3),
             flip_prob=0.5,
@@ -133,6 +137,13 @@ def get_base_config() -> ml_collections.ConfigDict:
             ks=(10, 20, 100, 200),  # `jaxssl eval` reports all of them ...
             majority=True,  # ... and the unweighted majority vote too
         )
+    )
+    # Bag-of-features embedding (EMP-SSL's evaluation): num > 0 embeds every evaluated image
+    # as the mean backbone feature of `num` random resized crops of `size` px (area in
+    # `scale`, aspect in `ratio`), the same crops for every checkpoint (keyed by `seed`).
+    # Used by kNN (in training and `jaxssl eval`), the linear probe, RankMe and the plots.
+    config.evals.patches = ml_collections.ConfigDict(
+        dict(num=0, size=32, scale=(0.25, 0.25), ratio=(1.0, 1.0), seed=0)
     )
     # Offline evaluation (`jaxssl eval`, jaxssl/evaluate.py) on features extracted once.
     config.evals.run = ("knn", "linear", "spectral", "plots")  # keys of evaluate.EVALUATORS

@@ -7,8 +7,10 @@ Presets (``--config configs/emp_ssl_cifar10.py:NAME``):
   augmentations, batch 100 images, LARS (lr 0.3, weight decay 1e-4), projector 4096 -> 1024,
   TCR eps 0.2, invariance weight 200, 1 epoch. The paper reports 85.1% on CIFAR-10 after one
   epoch with 200 patches (fewer with 20); it evaluates with the bag-of-features embedding
-  (the mean over patches), which jaxssl's evaluators do not do yet: they embed the full
-  image. For 200 patches: ``--config.data.num_views=200``. Not run here.
+  (the mean over patches), which this config selects for every evaluator
+  (``config.evals.patches``, same patches as training; ``--config.evals.patches.num=0``
+  embeds the full image instead). For 200 patches: ``--config.data.num_views=200``. Not run
+  here.
 
     python -m jaxssl.train --config configs/emp_ssl_cifar10.py --workdir /tmp/emp_c10
 
@@ -53,6 +55,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optim.weight_decay = 1e-4
     config.optim.warmup_epochs = 0.0
     config.train.checkpoint_every_steps = 100
+    # EMP-SSL's evaluation: an image's embedding is the mean over patches drawn like the
+    # training patches (count, size, area and aspect follow the data fields above).
+    config.evals.patches.num = config.data.get_ref("num_views")
+    config.evals.patches.size = config.data.get_ref("image_size")
+    config.evals.patches.scale = config.data.get_ref("crop_scale")
+    config.evals.patches.ratio = config.data.get_ref("crop_ratio")
     config.mesh.data = -1
 
     if preset == "cpu":

@@ -35,6 +35,7 @@ import numpy as np
 from absl import logging
 
 from jaxssl import checkpoint, saved_config, sharding, trainer
+from jaxssl.data import color
 from jaxssl.data import tfds as input_pipeline
 from jaxssl.evals import knn, linear, plots, spectral
 
@@ -137,6 +138,12 @@ def run_knn(context: Context) -> Result:
     protocol = knn.protocol(ks, config.temperature, data.eval_train_split, data.eval_test_split)
     if config.majority:
         protocol += "; and majority vote (unweighted; ties to the closer neighbours)"
+    patches = context.config.evals.patches
+    if patches.num > 0:
+        protocol += (
+            f"; features: mean over {patches.num} crops of {patches.size} px per image "
+            f"(area {tuple(patches.scale)}, aspect {tuple(patches.ratio)}; bag of features)"
+        )
     return Result(metrics, protocol, {"ks": list(ks)})
 
 
@@ -146,7 +153,9 @@ def run_linear(context: Context) -> Result:
     flip_features = None
     if config.flip:
         flip_features, _, _ = knn.extract_features(
-            knn.make_embed_fn(context.model, context.mesh, flip=True),
+            knn.make_embed_fn(
+                context.model, context.mesh, flip=True, patches=context.config.evals.patches
+            ),
             context.variables,
             context.make_train_batches(),
             context.mesh,
@@ -193,16 +202,21 @@ def _view_pairs(context: Context, num_pairs: int) -> dict[str, tuple[jax.Array, 
         process_count=jax.process_count(),
     )
     embed_fn = _make_embed_fn(context.model, context.mesh)
-    views_fn = jax.jit(
-        lambda variables, views: (
-            embed_fn(variables, views[:, 0]),
-            embed_fn(variables, views[:, 1]),
-        )
-    )
+    # data.augment_on_device: the batches hold source images; make the views as training did.
+    group = "image" if config.data.augment_on_device else "global"
+
+    def pair_embeddings(variables, batch, key):
+        if group == "image":
+            batch = color.augment_batch(key, batch, config.data)
+        views = batch["global"]  # [B, V, S, S, 3]
+        return embed_fn(variables, views[:, 0]), embed_fn(variables, views[:, 1])
+
+    views_fn = jax.jit(pair_embeddings)
+    key = jax.random.key(config.seed)
     firsts, seconds = [], []
-    for _ in range(math.ceil(num_pairs / batch_size)):
-        views = sharding.to_global({"global": next(batches)["global"]}, context.mesh)["global"]
-        first, second = views_fn(context.variables, views)
+    for index in range(math.ceil(num_pairs / batch_size)):
+        batch = sharding.to_global({group: next(batches)[group]}, context.mesh)
+        first, second = views_fn(context.variables, batch, jax.random.fold_in(key, index))
         firsts.append(first)
         seconds.append(second)
     return {
@@ -349,13 +363,19 @@ EVALUATORS: dict[str, Callable[[Context], Result]] = {
 }
 
 
-def _make_embed_fn(model: nn.Module, mesh: jax.sharding.Mesh) -> Callable:
-    """Jitted ``(variables, images) -> {"backbone": [B, D], "projector": [B, P]}``, inference."""
+def _make_embed_fn(model: nn.Module, mesh: jax.sharding.Mesh, patches=None) -> Callable:
+    """Jitted ``(variables, images) -> {"backbone": [B, D], "projector": [B, P]}``, inference.
+
+    With ``patches.num > 0`` (``config.evals.patches``), both are means over the image's
+    patches (`knn.bag_of_patches`, EMP-SSL's evaluation).
+    """
 
     def embed(variables, images):
         outputs = model.apply(variables, images, train=False)
         return {"backbone": outputs[0], "projector": outputs[1]}
 
+    if patches is not None and patches.num > 0:
+        embed = knn.bag_of_patches(embed, patches)
     return jax.jit(embed, out_shardings=sharding.batch_sharding(mesh))
 
 
@@ -403,7 +423,7 @@ def evaluate(
         )[0]
         for split in (config.data.eval_train_split, config.data.eval_test_split)
     }
-    embed_fn = _make_embed_fn(model, mesh)
+    embed_fn = _make_embed_fn(model, mesh, config.evals.patches)
     splits = {
         split: Split(*knn.extract_features(embed_fn, variables, make(), mesh))
         for split, make in make_batches.items()

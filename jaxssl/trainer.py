@@ -139,6 +139,7 @@ def make_knn_evaluator(
         majority=config.evals.knn.majority,
         temperature=config.evals.knn.temperature,
         num_classes=config.data.num_classes,
+        embed_fn=knn.make_embed_fn(model, mesh, patches=config.evals.patches),
     )
 
 

@@ -101,6 +101,43 @@ def test_flipped_copies_of_held_out_rows_stay_out_of_the_fit():
     assert holdout[1e-6] < 0.8, holdout
 
 
+# --- Bag of patches (EMP-SSL's evaluation embedding) ---
+
+
+def _patches(num, size, scale=(0.25, 0.25)):
+    return ml_collections.ConfigDict(
+        dict(num=num, size=size, scale=scale, ratio=(1.0, 1.0), seed=0)
+    )
+
+
+def test_bag_of_patches_is_the_mean_over_the_patch_embeddings():
+    from jaxssl.data import color
+
+    images = jnp.asarray(np.random.default_rng(0).normal(size=(4, 16, 16, 3)), jnp.float32)
+    weights = jnp.asarray(np.random.default_rng(1).normal(size=(3, 5)), jnp.float32)
+
+    def embed(variables, x):  # a nonlinear embedding: averaging must happen after it
+        return {"a": jnp.tanh(x @ variables).max((1, 2)), "b": x.mean((1, 2))}
+
+    config = _patches(3, 8)
+    bagged = jax.jit(knn.bag_of_patches(embed, config))(weights, images)
+    key = jax.random.key(config.seed)
+    crops = [
+        color.random_resized_crop(jax.random.fold_in(key, i), images, 8, (0.25, 0.25), (1, 1))
+        for i in range(3)
+    ]
+    for name in ("a", "b"):
+        expected = np.mean([embed(weights, c)[name] for c in crops], axis=0)
+        np.testing.assert_allclose(bagged[name], expected, rtol=1e-5, atol=1e-6)
+    # The patches differ from one another, so the bag is not just one patch's embedding.
+    assert not np.allclose(embed(weights, crops[0])["a"], embed(weights, crops[1])["a"])
+    # Full-image "patches" give back the full image's embedding; the same key, the same bag.
+    full = jax.jit(knn.bag_of_patches(embed, _patches(2, 16, (1.0, 1.0))))(weights, images)
+    np.testing.assert_allclose(full["a"], embed(weights, images)["a"], rtol=1e-5, atol=1e-5)
+    again = jax.jit(knn.bag_of_patches(embed, config))(weights, images)
+    np.testing.assert_array_equal(again["a"], bagged["a"])
+
+
 # --- kNN ---
 
 

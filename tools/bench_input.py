@@ -1,9 +1,14 @@
 """Measures the training input pipeline's throughput in source images per second.
 
   TFDS_DATA_DIR=... python tools/bench_input.py --batch 512 --batches 50
+  TFDS_DATA_DIR=... python tools/bench_input.py --batch 512 --batches 50 --on-device
 
 Prints one JSON line. Each source image yields ``num_views`` views; the figure counts
 source images, after a warm-up that covers loading, decoding and XLA compilation.
+
+``--on-device`` also times the ``data.augment_on_device`` path: the host pipeline that then
+only ships un-augmented uint8 images, and the JAX augmentation (`jaxssl.data.color`) alone,
+jitted on JAX's default device (here the CPU, one device) on batches already there.
 """
 
 import argparse
@@ -18,6 +23,7 @@ import ml_collections
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 from configs import base  # noqa: E402
+from jaxssl import platform  # noqa: E402
 from jaxssl.data import tfds  # noqa: E402
 
 
@@ -54,6 +60,53 @@ def measure_input_throughput(
     return num_batches * global_batch_size / (time.perf_counter() - start)
 
 
+def measure_device_augment_throughput(
+    data_config: ml_collections.ConfigDict,
+    global_batch_size: int,
+    num_batches: int,
+    warmup_batches: int = 2,
+) -> float:
+    """Source images per second of `color.augment_batch` alone, as the train step runs it.
+
+    Args:
+      data_config: the ``config.data`` ConfigDict (``augment_on_device`` set).
+      global_batch_size: batch size.
+      num_batches: steps timed after the warm-up (the first compiles).
+      warmup_batches: steps run first and not timed.
+
+    Returns:
+      Source images per second (each makes ``num_views`` views).
+    """
+    # Imported here: the host-only measurement above never starts JAX.
+    platform.configure_xla_cpu()  # the trainer's XLA:CPU settings
+    import jax
+
+    from jaxssl.data import color
+
+    iterator = tfds.make_train_iterator(
+        data_config,
+        global_batch_size=global_batch_size,
+        seed=0,
+        start_step=0,
+        process_index=0,
+        process_count=1,
+    )
+    batch = jax.device_put({"image": next(iterator)["image"]})
+    base_key = jax.random.key(0)
+    augment_fn = jax.jit(
+        lambda step, batch: color.augment_batch(
+            jax.random.fold_in(base_key, step), batch, data_config
+        )
+    )
+    for step in range(warmup_batches):
+        jax.block_until_ready(augment_fn(step, batch))
+    start = time.perf_counter()
+    for step in range(num_batches):
+        views = augment_fn(warmup_batches + step, batch)
+    jax.block_until_ready(views)
+    return num_batches * global_batch_size / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", default="cifar10", help='TFDS name, or "fake"')
@@ -64,6 +117,11 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=2)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--no-cache", action="store_true")
+    parser.add_argument(
+        "--on-device",
+        action="store_true",
+        help="also time data.augment_on_device: its host pipeline and the JAX augmentation",
+    )
     args = parser.parse_args()
     data_config = base.get_base_config().data
     data_config.update(
@@ -85,8 +143,21 @@ def main() -> None:
         "cache": not args.no_cache,
         "dataset": args.name,
         "cpu_count": os.cpu_count(),
-        "total_s": round(time.perf_counter() - start, 1),
     }
+    if args.on_device:
+        data_config.augment_on_device = True
+        raw_per_second = measure_input_throughput(
+            data_config, args.batch, args.batches, args.warmup
+        )
+        device_per_second = measure_device_augment_throughput(data_config, args.batch, args.batches)
+        result.update(
+            {
+                "on_device_host_source_images_per_s": round(raw_per_second, 1),
+                "on_device_augment_source_images_per_s": round(device_per_second, 1),
+                "on_device_augment_views_per_s": round(device_per_second * args.views, 1),
+            }
+        )
+    result["total_s"] = round(time.perf_counter() - start, 1)
     print(json.dumps(result))
 
 

@@ -52,6 +52,10 @@ def main(argv):
         "label": rng.integers(0, config.data.num_classes, size=batch_size).astype(np.int32),
         "index": np.arange(batch_size, dtype=np.int32),
     }
+    if config.data.augment_on_device:  # the step makes the views from source images
+        side = max(size, config.data.eval_image_size)
+        host_batch["image"] = rng.integers(0, 256, (batch_size, side, side, 3), np.uint8)
+        del host_batch["global"]
     state = run.init_state()
     batch = sharding.to_global(host_batch, mesh)
 

@@ -183,7 +183,9 @@ def make_train_iterator(
     Returns:
       An iterator of ``{"global": float32 [b, V, S, S, 3], "label": int32 [b],
       "index": int32 [b]}`` with ``b = global_batch_size // process_count``, and with
-      ``data.local_views > 0`` (multi-crop) ``"local": float32 [b, L, s, s, 3]``.
+      ``data.local_views > 0`` (multi-crop) ``"local": float32 [b, L, s, s, 3]``. With
+      ``data.augment_on_device`` the views are left to the train step
+      (`jaxssl.data.color`): ``{"image": uint8 [b, H, W, 3], "label", "index"}`` instead.
     """
     if global_batch_size % process_count:
         raise ValueError(
@@ -194,6 +196,13 @@ def make_train_iterator(
     batch_size = global_batch_size // process_count
 
     def augment_batch(batch):
+        if data_config.augment_on_device:
+            # The source images, uint8: at S = H, 1/(4 V) of the bytes of the float views.
+            return {
+                "image": batch["image"],
+                "label": batch["label"],
+                "index": tf.cast(batch["index"], tf.int32),
+            }
         views = augment.simclr_views(
             batch["image"], batch["index"], batch["epoch"], seed, data_config
         )

@@ -306,13 +306,57 @@ class KNNEvaluator:
         return metrics
 
 
-def make_embed_fn(model: nn.Module, mesh: jax.sharding.Mesh, flip: bool = False) -> Callable:
+def bag_of_patches(embed: Callable, config) -> Callable:
+    """EMP-SSL's evaluation embedding: the mean of the embeddings of ``config.num`` patches.
+
+    Each image is cut into ``config.num`` random resized crops of ``config.size`` px (area
+    fraction in ``config.scale``, aspect ratio in ``config.ratio``: the training patches'
+    distribution), every patch is embedded, and the image's embedding is their mean (Tong et
+    al. 2023, "bag of features"). The crops are keyed by ``config.seed`` and the patch index
+    only, so every evaluation of every checkpoint sees the same patches. Patches are embedded
+    one at a time (``lax.scan``): memory is that of one batch of patches, not ``num`` of them.
+    Cropping and resizing are linear with weights summing to 1, so they commute with the
+    per-channel normalization the images already carry.
+
+    Args:
+      embed: ``(variables, images [B, H, W, 3]) -> pytree of [B, ...]`` features.
+      config: ``config.evals.patches``: ``num`` (> 0), ``size``, ``scale``, ``ratio``, ``seed``.
+
+    Returns:
+      ``(variables, images) -> `` the same pytree, averaged over the patches.
+    """
+    # Evaluators may use the data package; the import is here to keep knn.py's own path light.
+    from jaxssl.data import color  # noqa: PLC0415
+
+    key = jax.random.key(config.seed)
+
+    def embed_patches(variables, images):
+        def add_patch(total, index):
+            patch = color.random_resized_crop(
+                jax.random.fold_in(key, index), images, config.size, config.scale, config.ratio
+            )  # [B, S, S, 3]
+            features = embed(variables, patch)
+            return jax.tree.map(jnp.add, total, features), None
+
+        shapes = jax.eval_shape(embed, variables, images[:, : config.size, : config.size])
+        zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+        total, _ = jax.lax.scan(add_patch, zeros, jnp.arange(config.num))
+        return jax.tree.map(lambda x: x / config.num, total)
+
+    return embed_patches
+
+
+def make_embed_fn(
+    model: nn.Module, mesh: jax.sharding.Mesh, flip: bool = False, patches=None
+) -> Callable:
     """Jitted ``(variables, images) -> backbone features [B, D]`` in inference mode.
 
     Args:
       model: the ``SSLModel``.
       mesh: the mesh; features stay sharded over ``"data"`` like the images.
       flip: embed the horizontally flipped images instead.
+      patches: ``config.evals.patches``; with ``patches.num > 0`` an image's features are the
+        mean over its patches (`bag_of_patches`, EMP-SSL's evaluation).
 
     Returns:
       The embedding function.
@@ -323,4 +367,6 @@ def make_embed_fn(model: nn.Module, mesh: jax.sharding.Mesh, flip: bool = False)
             images = images[:, :, ::-1]
         return model.apply(variables, images, method=model.embed)
 
+    if patches is not None and patches.num > 0:
+        embed = bag_of_patches(embed, patches)
     return jax.jit(embed, out_shardings=sharding.batch_sharding(mesh))
