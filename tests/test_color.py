@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import pytest
 import tensorflow as tf
 
 from configs import base, simclr_cifar10
@@ -366,6 +367,8 @@ def test_train_iterator_ships_uint8_images_when_augmenting_on_device():
     np.testing.assert_array_equal(raw["image"], images[raw["index"]])
 
 
+# Compiles a whole train step: the slow lane.
+@pytest.mark.slow
 def test_smoke_training_with_on_device_augmentation(tmp_path):
     config = simclr_cifar10.get_config("smoke")
     config.data.augment_on_device = True

@@ -338,6 +338,8 @@ def test_last_layer_is_frozen_first_and_the_teacher_gets_no_gradient(smoke):
             np.testing.assert_array_equal(g, 0.0)
 
 
+# Compiles a whole train step: the slow lane.
+@pytest.mark.slow
 def test_smoke_preset_trains_with_center_ema_and_schedules(smoke):
     config, mesh, run, state = smoke
     state = jax.tree.map(jnp.copy, state)  # the step donates its input

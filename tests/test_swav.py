@@ -328,6 +328,8 @@ def test_queue_and_loss_are_the_same_on_one_and_eight_devices():
 # --- The smoke preset through the real train step ---
 
 
+# Compiles a whole train step: the slow lane.
+@pytest.mark.slow
 def test_smoke_train_steps_with_multi_crop_freeze_then_train_the_prototypes():
     config = swav_cifar10.get_config("smoke")
     config.optim.name = "sgd"  # LARS+warmup starts at lr 0; SGD moves params on step 1
