@@ -54,6 +54,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     if preset == "cpu":
         base.apply_cpu_budget(config)
+        # The momentum encoder's forward pass makes a step ~1.6x dearer than SimCLR's: 3
+        # epochs instead of 3.6 keep the run within 30 minutes.
+        config.train.epochs = 3.0
         config.model.projector_hidden_dim = 2048
         config.method.predictor_hidden_dim = 2048
 

@@ -96,6 +96,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     if preset == "cpu":
         base.apply_cpu_budget(config)
+        # 100 prototypes, not 3000: with 256 images per batch, equipartition over 3000
+        # prototypes spreads every image's code over >= 12 of them, and one measured epoch
+        # with 3000 stayed at the uniform loss (log 3000) and random-init kNN.
+        config.method.num_prototypes = 100
         config.method.freeze_prototypes_epochs = 0.25
         config.method.queue_length = 0
 

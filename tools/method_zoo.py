@@ -1,0 +1,156 @@
+"""Every method's ``cpu`` preset on real data, one run each, and the README's results table.
+
+    python tools/method_zoo.py --root /tmp/zoo                      # all methods, in order
+    python tools/method_zoo.py --root /tmp/zoo --methods byol,vicreg
+    python tools/method_zoo.py --root /tmp/zoo --collect            # table of finished runs
+
+Each method runs as ``jaxssl train --config configs/<method>_cifar10.py:cpu --workdir
+ROOT/<method>`` in a fresh process, one after the other (never two at once: on a 2-core host
+they would slow each other and the wall times would say nothing). The tool times each run's
+wall clock (start-up, compilation, training and the final kNN pass) and writes it to
+``ROOT/<method>/zoo.json`` next to the run's final kNN figures. A method whose ``zoo.json``
+exists is not run again, so an interrupted sweep continues where it stopped. ``--out`` gets
+all records as one JSON list; the Markdown table is printed.
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (method, config file, the published number its full recipe targets)
+METHODS = (
+    ("simclr", "simclr_cifar10.py", "90.7% linear (solo-learn, 1000 ep.)"),
+    ("byol", "byol_cifar10.py", "92.6% linear (solo-learn, 1000 ep.)"),
+    ("mocov2", "mocov2_cifar10.py", "~92% linear (solo-learn MoCo V2+, 1000 ep.)"),
+    ("mocov3", "mocov3_cifar10.py", "no figure checked for this recipe"),
+    ("nnclr", "nnclr_cifar10.py", "91.9% linear (solo-learn, 1000 ep.)"),
+    ("simsiam", "simsiam_cifar10.py", "91.8% kNN (SimSiam paper, 800 ep.)"),
+    ("barlow_twins", "barlow_twins_cifar10.py", "92.1% linear (solo-learn, 1000 ep.)"),
+    ("vicreg", "vicreg_cifar10.py", "92.1% linear (solo-learn, 1000 ep.)"),
+    ("wmse", "wmse_cifar10.py", "88.7% linear (solo-learn, 1000 ep.)"),
+    ("swav", "swav_cifar10.py", "89.2% linear (solo-learn, 1000 ep.)"),
+    ("dino", "dino_cifar10.py", "89.5% linear (solo-learn, 1000 ep.)"),
+    ("emp_ssl", "emp_ssl_cifar10.py", "85.1% linear (EMP-SSL paper, 1 ep. x 200 patches)"),
+    ("supcon", "supcon_cifar10.py", "96.0% (SupCon paper, labels, ResNet-50)"),
+)
+
+_ROOT = flags.DEFINE_string("root", None, "Directory holding one workdir per method.")
+_METHODS = flags.DEFINE_list("methods", None, "Methods to run (default: all, in table order).")
+_COLLECT = flags.DEFINE_bool("collect", False, "Only print the table of finished runs.")
+_OUT = flags.DEFINE_string("out", None, "Also write all records as a JSON list here.")
+_EXTRA = flags.DEFINE_multi_string("override", [], "Extra --config.* flags for every run.")
+flags.mark_flag_as_required("root")
+
+
+def _records(workdir: str) -> list[dict]:
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def summarize(workdir: str) -> dict:
+    """The final kNN figures, throughput and loss of one finished run's ``metrics.jsonl``."""
+    records = _records(workdir)
+    final = [r for r in records if "knn/top1" in r]
+    if not final:
+        raise ValueError(f"{workdir}: no final kNN record in metrics.jsonl; did the run finish?")
+    last = final[-1]
+    rates = [r["perf/img_per_s"] for r in records if "perf/img_per_s" in r]
+    losses = [r["train/loss"] for r in records if "train/loss" in r]
+    return {
+        "step": last["step"],
+        "knn_top1_k200": last.get("knn/top1_k200", last["knn/top1"]),
+        "knn_top1_k20": last.get("knn/top1_k20"),
+        "knn_eval_seconds": last.get("perf/knn_eval_seconds"),
+        "median_img_per_s": statistics.median(rates) if rates else None,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+    }
+
+
+def run_one(method: str, config_file: str, root: str, overrides: list[str]) -> dict:
+    workdir = os.path.join(root, method)
+    command = [
+        sys.executable, "-m", "jaxssl.train",
+        f"--config={os.path.join('configs', config_file)}:cpu",
+        f"--workdir={workdir}", "--config.train.progress_bar=false", *overrides,
+    ]  # fmt: skip
+    print(f"[{method}] {' '.join(command[2:])}", flush=True)
+    start = time.perf_counter()
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "zoo_stdout.log"), "w") as log:
+        code = subprocess.run(command, cwd=_REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+    wall = time.perf_counter() - start
+    if code != 0:
+        raise RuntimeError(
+            f"[{method}] exited with {code} after {wall:.0f} s; see "
+            f"{os.path.join(workdir, 'zoo_stdout.log')}. Fix it, delete {workdir} and rerun."
+        )
+    record = {
+        "method": method,
+        "command": f"jaxssl train --config configs/{config_file}:cpu --workdir W "
+        + " ".join(overrides),
+        "wall_seconds": wall,
+        **summarize(workdir),
+    }
+    with open(os.path.join(workdir, "zoo.json"), "w") as f:
+        json.dump(record, f, indent=2)
+    return record
+
+
+def table(records: list[dict]) -> str:
+    published = {m: p for m, _, p in METHODS}
+    lines = [
+        "| method | `cpu` preset | wall time | steps | img/s | kNN k=200 | kNN k=20 | loss first -> last | full recipe targets |",  # noqa: E501
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        minutes, seconds = divmod(round(r["wall_seconds"]), 60)
+        k20 = f"{r['knn_top1_k20']:.3f}" if r.get("knn_top1_k20") is not None else "-"
+        lines.append(
+            f"| {r['method']} | `{r['method']}_cifar10.py:cpu` | {minutes} min {seconds:02d} s | "
+            f"{r['step']} | {r['median_img_per_s']:.0f} | **{r['knn_top1_k200']:.3f}** | {k20} | "
+            f"{r['first_loss']:.3g} -> {r['last_loss']:.3g} | {published.get(r['method'], '-')} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    root = os.path.abspath(_ROOT.value)
+    selected = _METHODS.value or [m for m, _, _ in METHODS]
+    known = {m: c for m, c, _ in METHODS}
+    unknown = sorted(set(selected) - set(known))
+    if unknown:
+        raise app.UsageError(f"Unknown methods {unknown}; valid: {sorted(known)}.")
+    records = []
+    for method in selected:
+        done = os.path.join(root, method, "zoo.json")
+        if os.path.exists(done):
+            with open(done) as f:
+                records.append(json.load(f))
+        elif not _COLLECT.value:
+            if os.path.exists(os.path.join(root, method, "metrics.jsonl")):
+                raise RuntimeError(
+                    f"{os.path.join(root, method)} holds an unfinished or untimed run; its wall "
+                    "time would be wrong. Move it away and rerun."
+                )
+            records.append(run_one(method, known[method], root, _EXTRA.value))
+            print(table(records[-1:]).splitlines()[-1], flush=True)
+    if _OUT.value:
+        with open(_OUT.value, "w") as f:
+            json.dump(records, f, indent=2)
+    print(table(records))
+
+
+if __name__ == "__main__":
+    app.run(main)
