@@ -96,10 +96,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     if preset == "cpu":
         base.apply_cpu_budget(config)
-        # 100 prototypes, not 3000: with 256 images per batch, equipartition over 3000
+        # 300 prototypes, not 3000: with 256 images per batch, equipartition over 3000
         # prototypes spreads every image's code over >= 12 of them, and one measured epoch
-        # with 3000 stayed at the uniform loss (log 3000) and random-init kNN.
-        config.method.num_prototypes = 100
+        # with 3000 stayed near the uniform loss (log 3000) and random-init kNN. Never fewer
+        # than projector_dim (128): with 100, the projections collapsed within 20 steps into
+        # the span's orthogonal complement (every score 0, loss exactly log 100).
+        config.method.num_prototypes = 300
         config.method.freeze_prototypes_epochs = 0.25
         config.method.queue_length = 0
 
