@@ -16,7 +16,9 @@ Presets (``--config configs/barlow_twins_cifar10.py:NAME``):
 
 * ``cpu``: the ``simclr_cifar10.py:cpu`` budget (2-core CPU, ~30 minutes: quarter-width
   ResNet-18, 20 px training crops, 3.6 epochs) with Barlow Twins' optimizer and a
-  1024 -> 1024 -> 1024 projector. Untested on real data yet: no measured kNN number.
+  1024 -> 1024 -> 1024 projector. Measured (``tools/method_zoo.py --methods barlow_twins``):
+  kNN top-1 0.517 (k=20: 0.531) in 26 min 09 s at ~261 img/s, above raw pixels (0.442) and
+  random init (0.308).
 
     python -m jaxssl.train --config configs/barlow_twins_cifar10.py:cpu --workdir /tmp/bt_cpu
 
