@@ -16,7 +16,9 @@ Presets (``--config configs/vicreg_cifar10.py:NAME``):
 
 * ``cpu``: the ``simclr_cifar10.py:cpu`` budget (2-core CPU, ~30 minutes: quarter-width
   ResNet-18, 20 px training crops, 3.6 epochs) with VICReg's optimizer and a
-  1024 -> 1024 -> 1024 expander. Untested on real data yet: no measured kNN number.
+  1024 -> 1024 -> 1024 expander. Measured (``tools/method_zoo.py --methods vicreg``): kNN
+  top-1 0.564 (k=20: 0.582) in 26 min 48 s at ~261 img/s: the best ``cpu`` preset within 30
+  minutes so far (SimCLR's reaches 0.540 in 19.6 min, 0.564 only with 5 epochs in 35 min).
 
     python -m jaxssl.train --config configs/vicreg_cifar10.py:cpu --workdir /tmp/vicreg_cpu
 
