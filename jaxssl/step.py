@@ -56,9 +56,9 @@ def make_train_step(
     update_method_state = getattr(method, "update_method_state", None)
     augment_on_device = config.data.augment_on_device
 
-    def total_loss(params, probe_params, batch_stats, method_state, batch, rng):
+    def total_loss(params, probe_params, batch_stats, method_state, batch, rng, step):
         variables = {"params": params, "batch_stats": batch_stats}
-        loss, aux = method.loss_fn(model, variables, batch, method_state, config.method, rng)
+        loss, aux = method.loss_fn(model, variables, batch, method_state, config.method, rng, step)
         # The probe reads features but must never shape them: labels stay out of pre-training.
         features = jax.lax.stop_gradient(aux.features)  # [B, V, D]
         features = features.reshape(-1, features.shape[-1])  # [B*V, D]
@@ -100,6 +100,7 @@ def make_train_step(
                 *model_state,
                 micro_batch,
                 jax.random.fold_in(rng, index),
+                state.step,
             )
             grads, probe_grads = jax.tree.map(jnp.add, (grads, probe_grads), (g, pg))
             return (model_state, grads, probe_grads), (total, metrics)
@@ -131,6 +132,7 @@ def make_train_step(
                 state.method_state,
                 batch,
                 rng,
+                state.step,
             )
         else:
             (total, ((batch_stats, method_state), metrics)), (grads, probe_grads) = (

@@ -102,7 +102,7 @@ def test_byol_target_starts_as_online_copy_and_gets_no_gradient():
 
     def loss(params, method_state):
         variables = {"params": params, "batch_stats": state.batch_stats}
-        return byol.loss_fn(run.model, variables, batch, method_state, config.method, None)[0]
+        return byol.loss_fn(run.model, variables, batch, method_state, config.method, None, 0)[0]
 
     online_grads, target_grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(
         state.params, state.method_state

@@ -396,8 +396,8 @@ def test_train_step_makes_the_views_keyed_by_step():
     config.data.augment_on_device = True
     config.data.blur_prob = 0.5
 
-    def loss_fn(model, variables, batch, method_state, method_config, rng):
-        del model, method_config, rng
+    def loss_fn(model, variables, batch, method_state, method_config, rng, step):
+        del model, method_config, rng, step
         views = batch["global"]  # [B, V, S, S, 3]
         features = views.mean(axis=(2, 3)) * variables["params"]["scale"]  # [B, V, 3]
         loss = jnp.mean(features**2)

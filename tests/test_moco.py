@@ -78,7 +78,7 @@ def test_train_step_uses_the_old_queue_then_enqueues_the_global_batch():
     initial_queue = np.asarray(state.method_state["queue"])
     batch = sharding.to_global(_batch(config, 0), mesh)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    loss, aux = jax.jit(lambda v, s, b: mocov2.loss_fn(run.model, v, b, s, config.method, None))(
+    loss, aux = jax.jit(lambda v, s, b: mocov2.loss_fn(run.model, v, b, s, config.method, None, 0))(
         variables, state.method_state, batch
     )
     # The keys this step enqueues: the target network's projections of both views.

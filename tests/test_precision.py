@@ -72,9 +72,9 @@ class _PerExampleModel(nn.Module):
         return features, self.projector(features)
 
 
-def _per_example_loss(model, variables, batch, method_state, config, rng):
+def _per_example_loss(model, variables, batch, method_state, config, rng, step):
     """Mean over examples of the squared distance between the two views' projections."""
-    del config, rng
+    del config, rng, step
     views = batch["global"]
     b, v = views.shape[:2]
     features, z = model.apply(variables, views.reshape((b * v,) + views.shape[2:]))
@@ -117,7 +117,9 @@ def test_accumulation_with_batchnorm_and_contrastive_loss_is_per_micro_batch():
     @jax.jit
     def simclr_loss(views):
         variables = {"params": state.params, "batch_stats": state.batch_stats}
-        return method.loss_fn(run.model, variables, {"global": views}, {}, config.method, None)[0]
+        return method.loss_fn(run.model, variables, {"global": views}, {}, config.method, None, 0)[
+            0
+        ]
 
     # Micro-batch j is rows j, j + 2, ...: its own negatives and BatchNorm statistics.
     expected = np.mean([simclr_loss(batch["global"][j::2]) for j in range(2)])

@@ -69,7 +69,7 @@ def test_blockwise_loss_in_micro_batches_runs_per_device():
 def test_unknown_loss_impl_lists_the_valid_ones():
     views = jnp.zeros((4, 2, 8, 8, 3))
     with pytest.raises(ValueError, match="'blockwise', 'dense'"):
-        simclr.loss_fn(None, None, {"global": views}, {}, _config("sparse").method, None)
+        simclr.loss_fn(None, None, {"global": views}, {}, _config("sparse").method, None, 0)
 
 
 def test_multi_crop_loss_is_the_same_on_one_and_eight_devices():
@@ -90,12 +90,12 @@ def test_multi_crop_loss_is_the_same_on_one_and_eight_devices():
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         loss, _ = jax.jit(
             lambda v, b, run=run, config=config: simclr.loss_fn(
-                run.model, v, b, {}, config.method, None
+                run.model, v, b, {}, config.method, None, 0
             )
         )(variables, batch)
         without_local, _ = jax.jit(
             lambda v, b, run=run, config=config: simclr.loss_fn(
-                run.model, v, {"global": b["global"]}, {}, config.method, None
+                run.model, v, {"global": b["global"]}, {}, config.method, None, 0
             )
         )(variables, batch)
         assert float(loss) > float(without_local)  # more positives and negatives per anchor

@@ -46,7 +46,9 @@ def _run(num_devices, method_name):
     def ssl_loss(params, batch_stats, batch):
         variables = {"params": params, "batch_stats": batch_stats}
         rng = jax.random.key(0)
-        loss, _ = method.loss_fn(model, variables, batch, state.method_state, config.method, rng)
+        loss, _ = method.loss_fn(
+            model, variables, batch, state.method_state, config.method, rng, state.step
+        )
         return loss
 
     grads = jax.jit(jax.grad(ssl_loss))(state.params, state.batch_stats, batch)

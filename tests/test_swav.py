@@ -171,7 +171,9 @@ def _views(shape, seed):
 
 def _loss(model, config):
     return jax.jit(
-        lambda variables, batch, state: swav.loss_fn(model, variables, batch, state, config, None)
+        lambda variables, batch, state, step: swav.loss_fn(
+            model, variables, batch, state, config, None, step
+        )
     )
 
 
@@ -204,13 +206,13 @@ def test_prototypes_are_unit_vectors_and_scores_are_cosines():
 def test_loss_fn_with_local_views_matches_the_loss_by_hand():
     model, variables, config, state = _tiny()
     batch = {"global": _views((4, 2, 16, 16, 3), 1), "local": _views((4, 3, 8, 8, 3), 2)}
-    loss, aux = _loss(model, config)(variables, batch, state)
+    loss, aux = _loss(model, config)(variables, batch, state, 0)
     _, global_scores = _outputs(model, variables, batch["global"])
     _, local_scores = _outputs(model, variables, batch["local"])
     codes = np.stack([_np_sinkhorn(global_scores[:, c]) for c in range(2)], axis=1)
     scores = np.concatenate([global_scores, local_scores], axis=1)  # [B, 5, K]
     np.testing.assert_allclose(float(loss), _np_swav_loss(scores, codes, 0.1), rtol=1e-5)
-    global_only, _ = _loss(model, config)(variables, {"global": batch["global"]}, state)
+    global_only, _ = _loss(model, config)(variables, {"global": batch["global"]}, state, 0)
     np.testing.assert_allclose(
         float(global_only), _np_swav_loss(global_scores, codes, 0.1), rtol=1e-5
     )
@@ -221,10 +223,14 @@ def test_loss_fn_with_local_views_matches_the_loss_by_hand():
 def test_wrong_view_count_and_queue_length_are_errors():
     model, variables, config, state = _tiny()
     with pytest.raises(ValueError, match="exactly 2 global views"):
-        swav.loss_fn(model, variables, {"global": jnp.zeros((4, 3, 8, 8, 3))}, state, config, None)
+        swav.loss_fn(
+            model, variables, {"global": jnp.zeros((4, 3, 8, 8, 3))}, state, config, None, 0
+        )
     model, variables, config, state = _tiny(queue_length=6)
     with pytest.raises(ValueError, match="multiple of the global batch 4"):
-        swav.loss_fn(model, variables, {"global": jnp.zeros((4, 2, 8, 8, 3))}, state, config, None)
+        swav.loss_fn(
+            model, variables, {"global": jnp.zeros((4, 2, 8, 8, 3))}, state, config, None, 0
+        )
 
 
 def test_prototypes_get_no_gradient_while_frozen():
@@ -232,24 +238,21 @@ def test_prototypes_get_no_gradient_while_frozen():
     batch = {"global": _views((8, 2, 16, 16, 3), 3), "local": _views((8, 2, 8, 8, 3), 4)}
 
     @jax.jit
-    def loss_and_grads(params, state):
+    def loss_and_grads(params, step):
         def loss(params):
             variables_ = {"params": params, "batch_stats": variables["batch_stats"]}
-            return swav.loss_fn(model, variables_, batch, state, config, None)[0]
+            return swav.loss_fn(model, variables_, batch, state, config, None, step)[0]
 
         return jax.value_and_grad(loss)(params)
 
     for step, frozen in [(0, True), (2, True), (3, False), (100, False)]:
-        state = {**state, "step": jnp.asarray(step, jnp.int32)}
-        loss, grads = loss_and_grads(variables["params"], state)
+        loss, grads = loss_and_grads(variables["params"], jnp.asarray(step, jnp.int32))
         kernel_grad = np.abs(np.asarray(grads["predictor"]["kernel"])).max()
         assert (kernel_grad == 0.0) if frozen else (kernel_grad > 1e-5), (step, kernel_grad)
         assert np.abs(np.asarray(grads["projector"]["dense1"]["kernel"])).max() > 1e-5
         if step == 0:
             first_loss = float(loss)
         np.testing.assert_allclose(float(loss), first_loss, rtol=1e-6)  # same forward pass
-    new_state = swav.update_method_state(state, None, None, jnp.asarray(4), 10, config)
-    assert int(new_state["step"]) == 5 and new_state["step"].dtype == jnp.int32
 
 
 def test_queue_fills_from_its_start_step_and_joins_the_codes_once_full():
@@ -259,8 +262,8 @@ def test_queue_fills_from_its_start_step_and_joins_the_codes_once_full():
     batches = [{"global": _views((4, 2, 16, 16, 3), 10 + i)} for i in range(4)]
 
     def step(state, i):
-        loss, aux = loss_fn(variables, batches[i], state)
-        return float(loss), aux, {**aux.method_state, "step": state["step"] + 1}
+        loss, aux = loss_fn(variables, batches[i], state, i)
+        return float(loss), aux, aux.method_state
 
     def unit(x):
         return x / np.linalg.norm(x, axis=-1, keepdims=True)
@@ -311,11 +314,11 @@ def test_queue_and_loss_are_the_same_on_one_and_eight_devices():
         mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=devices, fsdp=1)))
         loss_fn = _loss(model, config)
         state, losses = initial, []
-        for host_batch in batches:  # the third step uses the (full) queue
+        for step, host_batch in enumerate(batches):  # the third step uses the (full) queue
             batch = sharding.to_global(host_batch, mesh)
             assert len(batch["global"].sharding.device_set) == devices
-            loss, aux = loss_fn(variables, batch, state)
-            state = {**aux.method_state, "step": state["step"] + 1}
+            loss, aux = loss_fn(variables, batch, state, step)
+            state = aux.method_state
             losses.append(float(loss))
         results.append((losses, jax.device_get(state)))
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
@@ -370,6 +373,15 @@ def test_smoke_train_steps_with_multi_crop_freeze_then_train_the_prototypes():
     )
     # Step 1 on: they train.
     assert np.abs(swav.unit_prototypes(kernels[2]) - swav.unit_prototypes(kernels[1])).max() > 1e-4
-    assert int(state.method_state["step"]) == 3 and int(state.step) == 3
+    assert int(state.step) == 3
     assert int(state.method_state["queue_filled"]) == config.method.queue_length
     chex.assert_tree_all_finite(jax.device_get((state.params, state.method_state)))
+
+
+def test_fewer_prototypes_than_projection_dimensions_is_an_error():
+    config = swav_cifar10.get_config("smoke")
+    config.method.num_prototypes = config.model.projector_dim - 1
+    with pytest.raises(ValueError, match="collapse orthogonal to every prototype"):
+        swav.build_model(config)
+    config.method.num_prototypes = config.model.projector_dim
+    swav.build_model(config)

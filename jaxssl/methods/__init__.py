@@ -4,10 +4,13 @@ A method module provides:
 
 * ``build_model(config) -> nn.Module``: the networks (backbone, heads), with
   ``model.embed(images)`` giving backbone features for evaluation.
-* ``loss_fn(model, variables, batch, method_state, config, rng) -> (loss, LossAux)``: the
-  pre-training loss of a global batch. ``batch["global"]`` holds the views ``[B, V, H, W, 3]``
-  (further view groups, e.g. ``batch["local"]``, may follow), ``batch["label"]`` the labels
-  (only label-using methods such as SupCon read them). ``config`` is ``config.method``.
+* ``loss_fn(model, variables, batch, method_state, config, rng, step) -> (loss, LossAux)``:
+  the pre-training loss of a global batch. ``batch["global"]`` holds the views
+  ``[B, V, H, W, 3]`` (further view groups, e.g. ``batch["local"]``, may follow),
+  ``batch["label"]`` the labels (only label-using methods such as SupCon read them).
+  ``config`` is ``config.method``; ``rng`` the step's key; ``step`` the int32 step being
+  trained (``state.step``, the same for every micro-batch), for schedules inside the loss
+  (DINO's teacher temperature, SwAV's prototype freeze).
 * optionally ``init_method_state(model, variables, config) -> pytree``: state that is not
   trained by the optimizer but must be checkpointed (EMA teachers, queues, centers).
   Default: ``{}``.

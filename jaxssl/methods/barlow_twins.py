@@ -36,6 +36,7 @@ def loss_fn(
     method_state,
     config: ml_collections.ConfigDict,
     rng: jax.Array,
+    step: jax.Array,
 ) -> tuple[jax.Array, LossAux]:
     """Barlow Twins loss of a batch of two augmented views.
 
@@ -52,13 +53,14 @@ def loss_fn(
       config: the ``config.method`` section (``lambd``: off-diagonal weight, ``loss_scale``:
         a factor on the whole loss, solo-learn's ``scale_loss``; 1 in the paper).
       rng: unused (the model is deterministic); part of the method protocol.
+      step: unused (no schedule inside the loss); part of the method protocol.
 
     Returns:
       ``(loss, LossAux)``; metrics ``train/barlow_on_diagonal`` (sum of ``(1 - C_ii)^2``,
       0 when the views agree) and ``train/barlow_off_diagonal`` (sum of ``C_ij^2``, unweighted:
       the redundancy left between dimensions).
     """
-    del rng
+    del rng, step
     views = batch["global"]
     b, v = views.shape[:2]
     if v != 2:

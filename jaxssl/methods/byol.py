@@ -93,6 +93,7 @@ def loss_fn(
     method_state,
     config: ml_collections.ConfigDict,
     rng: jax.Array,
+    step: jax.Array,
 ) -> tuple[jax.Array, LossAux]:
     """BYOL loss of a batch of two augmented views.
 
@@ -109,11 +110,12 @@ def loss_fn(
       method_state: ``{"target": variables of the target network}``; returned unchanged.
       config: the ``config.method`` section.
       rng: unused (the model is deterministic); part of the method protocol.
+      step: unused (no schedule inside the loss); part of the method protocol.
 
     Returns:
       ``(loss, LossAux)``.
     """
-    del config, rng
+    del config, rng, step
     views = batch["global"]
     b, v = views.shape[:2]
     if v != 2:

@@ -3,11 +3,9 @@
 Student = backbone + ``heads.DINOHead``; teacher = an EMA copy of both, kept in
 ``method_state["target"]`` (the key, init and EMA update are BYOL's, shared with MoCo v3). The
 teacher sees the global views only; the student sees the global views and, with multi-crop,
-``batch["local"]``. ``method_state`` also holds the ``center`` of the teacher outputs and the
-``step`` that the next ``loss_fn`` call trains, for the teacher-temperature schedule and the
-frozen last layer (the method protocol passes the step to ``update_method_state`` only). A
-step whose update is dropped for a NaN/Inf also drops this record, so the step after it runs
-with its predecessor's temperature: one step late, once.
+``batch["local"]``. ``method_state`` also holds the ``center`` of the teacher outputs. The
+teacher-temperature schedule and the frozen last layer read the step the train step passes
+to ``loss_fn``.
 
 References:
   Caron et al., Emerging Properties in Self-Supervised Vision Transformers, ICCV 2021.
@@ -43,47 +41,21 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
 
 
 def init_method_state(model: nn.Module, variables, config: ml_collections.ConfigDict):
-    """Teacher = a copy of the student; center = 0 (as in the reference); step = 0.
+    """Teacher = a copy of the student; center = 0 (as in the reference).
 
     Returns:
-      ``{"target": teacher variables, "center": [K] float32, "step": int32 scalar}``.
+      ``{"target": teacher variables, "center": [K] float32}``.
     """
     out_dim = variables["params"]["projector"]["last_layer"]["kernel"].shape[-1]
     return {
         **byol.init_method_state(model, variables, config),
         "center": jnp.zeros((out_dim,), jnp.float32),
-        "step": jnp.zeros((), jnp.int32),
     }
 
 
-def update_method_state(
-    method_state,
-    params,
-    batch_stats,
-    step: jax.Array,
-    num_steps: int,
-    config: ml_collections.ConfigDict,
-):
-    """Teacher EMA with BYOL's cosine momentum (``base_momentum`` -> 1); records the next step.
-
-    The center is not updated here but in ``loss_fn``, which has the teacher outputs of the
-    current batch (this function only sees parameters).
-
-    Args:
-      method_state: ``{"target", "center", "step"}``.
-      params: the new student parameters.
-      batch_stats: the new student BatchNorm statistics.
-      step: the step that produced them.
-      num_steps: the run's length (the momentum reaches 1 there).
-      config: ``config.method`` (``base_momentum``).
-
-    Returns:
-      The updated method state, with ``step = step + 1``: the step the next loss computes.
-    """
-    method_state = byol.update_method_state(
-        method_state, params, batch_stats, step, num_steps, config
-    )
-    return {**method_state, "step": jnp.asarray(step + 1, jnp.int32)}
+# Teacher EMA with BYOL's cosine momentum (``base_momentum`` -> 1). The center is updated in
+# ``loss_fn``, which has the teacher outputs of the current batch.
+update_method_state = byol.update_method_state
 
 
 def _freeze_last_layer(params, frozen: jax.Array):
@@ -109,6 +81,7 @@ def loss_fn(
     method_state,
     config: ml_collections.ConfigDict,
     rng: jax.Array,
+    step: jax.Array,
 ) -> tuple[jax.Array, LossAux]:
     """DINO loss of a batch of global (and optionally local) views; updates the center.
 
@@ -127,10 +100,11 @@ def loss_fn(
       variables: ``{"params": ..., "batch_stats": ...}`` of the student.
       batch: ``batch["global"]``: ``[B, V, H, W, 3]``, ``V >= 2`` (DINO: 2); optionally
         ``batch["local"]``: ``[B, L, h, w, 3]``.
-      method_state: ``{"target", "center", "step"}`` (``init_method_state``).
+      method_state: ``{"target", "center"}`` (``init_method_state``).
       config: ``config.method``: ``student_temp``, ``teacher_temp``, ``warmup_teacher_temp``,
         ``warmup_teacher_temp_steps``, ``center_momentum``, ``freeze_last_layer_steps``.
       rng: unused (the model is deterministic); part of the method protocol.
+      step: int32 scalar, the step being trained (``state.step``), for schedules.
 
     Returns:
       ``(loss, LossAux)``; metrics: the teacher temperature and the mean entropy of the
@@ -141,7 +115,6 @@ def loss_fn(
     b, v = views.shape[:2]
     if v < 2:
         raise ValueError(f"DINO needs at least 2 global views per image, got {v}.")
-    step = method_state["step"]
     params = _freeze_last_layer(variables["params"], step < config.freeze_last_layer_steps)
     student_variables = {"params": params, "batch_stats": variables.get("batch_stats", {})}
     # Batch-major flattening keeps each device's rows on that device (no resharding).

@@ -34,12 +34,13 @@ def loss_fn(
     method_state,
     config: ml_collections.ConfigDict,
     rng: jax.Array,
+    step: jax.Array,
 ) -> tuple[jax.Array, LossAux]:
     """``coding_rate.emp_ssl_loss`` of the L2-normalized projections of all patches.
 
     ``config``: ``eps`` (0.2), ``invariance_weight`` (200), ``tcr_weight`` (1).
     """
-    del rng
+    del rng, step
     views = batch["global"]
     b, n = views.shape[:2]
     if n < 2:

@@ -55,6 +55,7 @@ def loss_fn(
     method_state,
     config: ml_collections.ConfigDict,
     rng: jax.Array,
+    step: jax.Array,
 ) -> tuple[jax.Array, LossAux]:
     """``(infonce(q1, k2, queue) + infonce(q2, k1, queue)) / 2``, then enqueue ``k1, k2``.
 
@@ -65,7 +66,7 @@ def loss_fn(
       batch: ``batch["global"]``: the views ``[B, 2, H, W, 3]``.
       config: ``config.method``: ``temperature``, ``queue_size`` (a multiple of ``2 B``).
     """
-    del rng
+    del rng, step
     views = batch["global"]
     b, v = views.shape[:2]
     if v != 2:

@@ -45,6 +45,7 @@ def loss_fn(
     method_state,
     config: ml_collections.ConfigDict,
     rng: jax.Array,
+    step: jax.Array,
 ) -> tuple[jax.Array, LossAux]:
     """``ctr(q1, k2) + ctr(q2, k1)`` over the global batch (``moco.infonce_in_batch``).
 
@@ -54,7 +55,7 @@ def loss_fn(
       batch: ``batch["global"]``: the views ``[B, 2, H, W, 3]``.
       config: ``config.method``: ``temperature``.
     """
-    del rng
+    del rng, step
     views = batch["global"]
     b, v = views.shape[:2]
     if v != 2:

@@ -51,6 +51,7 @@ def loss_fn(
     method_state,
     config: ml_collections.ConfigDict,
     rng: jax.Array,
+    step: jax.Array,
 ) -> tuple[jax.Array, LossAux]:
     """NNCLR loss of two views; then enqueues the first view's projections.
 
@@ -58,7 +59,7 @@ def loss_fn(
       batch: ``batch["global"]``: the views ``[B, 2, H, W, 3]``.
       config: ``config.method``: ``temperature``, ``queue_size`` (a multiple of ``B``).
     """
-    del rng
+    del rng, step
     views = batch["global"]
     b, v = views.shape[:2]
     if v != 2:

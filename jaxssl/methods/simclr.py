@@ -89,6 +89,7 @@ def loss_fn(
     method_state,
     config: ml_collections.ConfigDict,
     rng: jax.Array,
+    step: jax.Array,
 ) -> tuple[jax.Array, LossAux]:
     """SimCLR loss of a batch of augmented views.
 
@@ -110,11 +111,12 @@ def loss_fn(
       config: the ``config.method`` section (``temperature``, ``loss_impl``: a key of
         ``LOSS_IMPLS``, ``loss_chunk_size``: columns per chunk of ``"blockwise"``).
       rng: unused (SimCLR's model is deterministic); part of the method protocol.
+      step: unused (no schedule inside the loss); part of the method protocol.
 
     Returns:
       ``(loss, LossAux)``.
     """
-    del rng
+    del rng, step
     views = batch["global"]
     if config.loss_impl not in LOSS_IMPLS:
         raise ValueError(

@@ -39,6 +39,7 @@ def loss_fn(
     method_state,
     config: ml_collections.ConfigDict,
     rng: jax.Array,
+    step: jax.Array,
 ) -> tuple[jax.Array, LossAux]:
     """SimSiam loss of a batch of two augmented views.
 
@@ -53,13 +54,14 @@ def loss_fn(
       method_state: SimSiam has none (``{}``); returned as is.
       config: the ``config.method`` section.
       rng: unused (the model is deterministic); part of the method protocol.
+      step: unused (no schedule inside the loss); part of the method protocol.
 
     Returns:
       ``(loss, LossAux)``; ``train/projection_std`` is the std over the batch of the
       L2-normalized projections, averaged over channels: ~``1/sqrt(P)`` when healthy, 0 when
       collapsed (SimSiam Fig. 2).
     """
-    del config, rng
+    del config, rng, step
     views = batch["global"]
     b, v = views.shape[:2]
     if v != 2:

@@ -19,8 +19,8 @@ Three places where this differs from the reference code (facebookresearch/swav,
   (the reference skips their update with ``p.grad = None``). Here the kernel goes through
   ``jnp.where(frozen, stop_gradient(W), W)``, so its gradient is zero; weight decay and LARS
   still scale ``W`` as a whole, which leaves every prototype's direction, and so the scores,
-  unchanged. The step count comes from a counter in ``method_state`` (``update_method_state``
-  sets it): a step whose update is dropped as non-finite does not advance it.
+  unchanged. The freeze follows the step the train step passes to ``loss_fn``, as the
+  learning-rate schedule does.
 * The queue is one global FIFO per global view (the reference keeps ``queue_length /
   world_size`` rows per GPU and equipartitions over the union with ``all_reduce``; the same
   set of rows). As in the reference it fills from ``queue_start_epochs`` on and joins the codes'
@@ -80,7 +80,21 @@ class Prototypes(nn.Module):
 
 
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:
-    """Backbone + MLP projector + ``config.method.num_prototypes`` prototypes."""
+    """Backbone + MLP projector + ``config.method.num_prototypes`` prototypes.
+
+    Raises:
+      ValueError: fewer prototypes than projection dimensions. Their span then has an
+        orthogonal complement, and projections that fall into it score 0 against every
+        prototype: uniform codes and predictions, the loss stuck at ``log K``. Measured: with
+        100 prototypes and 128-d projections the run collapsed there within 20 steps.
+    """
+    num_prototypes, dim = config.method.num_prototypes, config.model.projector_dim
+    if num_prototypes < dim:
+        raise ValueError(
+            f"method.num_prototypes={num_prototypes} is below model.projector_dim={dim}: the "
+            "projections can collapse orthogonal to every prototype (uniform codes, loss "
+            f"log {num_prototypes}). Use at least {dim} prototypes or a smaller projector_dim."
+        )
     return ssl_model.SSLModel(
         backbone=ssl_model.make_backbone(config.model),
         projector=ssl_model.make_projector(config.model),
@@ -89,31 +103,18 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
 
 
 def init_method_state(model: nn.Module, variables, config: ml_collections.ConfigDict):
-    """The step counter and, with ``queue_length > 0``, the empty queue of each global view.
+    """With ``queue_length > 0``, the empty queue of each global view; else nothing.
 
     Returns:
-      ``{"step": int32}`` plus ``{"queue": [2, L, P] zeros, "queue_filled": int32}``.
+      ``{"queue": [2, L, P] zeros, "queue_filled": int32}``, or ``{}``.
     """
     del variables
-    state = {"step": jnp.zeros((), jnp.int32)}
+    state = {}
     if config.queue_length > 0:
         shape = (NUM_CODE_VIEWS, config.queue_length, model.projector.output_dim)
         state["queue"] = jnp.zeros(shape, jnp.float32)
         state["queue_filled"] = jnp.zeros((), jnp.int32)  # rows written so far, at most L
     return state
-
-
-def update_method_state(
-    method_state,
-    params,
-    batch_stats,
-    step: jax.Array,
-    num_steps: int,
-    config: ml_collections.ConfigDict,
-):
-    """Counts the applied updates: ``step + 1`` after the update of step ``step``."""
-    del params, batch_stats, num_steps, config
-    return {**method_state, "step": (step + 1).astype(jnp.int32)}
 
 
 def _apply(model, variables, views):
@@ -131,6 +132,7 @@ def loss_fn(
     method_state,
     config: ml_collections.ConfigDict,
     rng: jax.Array,
+    step: jax.Array,
 ) -> tuple[jax.Array, LossAux]:
     """SwAV's swapped-prediction loss of 2 global views (and optional local views).
 
@@ -146,11 +148,12 @@ def loss_fn(
       variables: ``{"params": ..., "batch_stats": ...}``.
       batch: ``batch["global"]``: ``[B, 2, H, W, 3]``; optionally ``batch["local"]``:
         ``[B, L, h, w, 3]``.
-      method_state: ``{"step", ...}`` and the queue (``init_method_state``).
+      method_state: the queue (``init_method_state``), or ``{}``.
       config: ``config.method``: ``temperature``, ``epsilon``, ``sinkhorn_iters``,
         ``freeze_prototypes_steps``, ``queue_length`` (a multiple of ``B``; 0: no queue),
         ``queue_start_steps``.
       rng: unused (the model is deterministic); part of the method protocol.
+      step: int32 scalar, the step being trained (``state.step``), for schedules.
 
     Returns:
       ``(loss, LossAux)``; ``LossAux.method_state`` holds the updated queue.
@@ -165,7 +168,6 @@ def loss_fn(
             f"method.queue_length={config.queue_length} must be a multiple of the global batch "
             f"{b} (of a micro-batch with gradient accumulation)."
         )
-    step = method_state["step"]
     # Frozen prototypes: the forward pass is unchanged, the kernel's gradient is zero.
     frozen = step < int(config.freeze_prototypes_steps)
     params = dict(variables["params"])

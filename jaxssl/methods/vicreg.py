@@ -36,6 +36,7 @@ def loss_fn(
     method_state,
     config: ml_collections.ConfigDict,
     rng: jax.Array,
+    step: jax.Array,
 ) -> tuple[jax.Array, LossAux]:
     """VICReg loss of a batch of two augmented views.
 
@@ -51,13 +52,14 @@ def loss_fn(
       method_state: VICReg has none (``{}``); returned as is.
       config: the ``config.method`` section (``sim_coeff``, ``std_coeff``, ``cov_coeff``).
       rng: unused (the model is deterministic); part of the method protocol.
+      step: unused (no schedule inside the loss); part of the method protocol.
 
     Returns:
       ``(loss, LossAux)``; metrics ``train/vicreg_invariance`` (MSE between the views),
       ``train/vicreg_variance`` (hinge on the per-dimension std: 1 - sqrt(eps) when fully
       collapsed, 0 when every std >= 1) and ``train/vicreg_covariance``, all unweighted.
     """
-    del rng
+    del rng, step
     views = batch["global"]
     b, v = views.shape[:2]
     if v != 2:

@@ -30,12 +30,14 @@ def loss_fn(
     method_state,
     config: ml_collections.ConfigDict,
     rng: jax.Array,
+    step: jax.Array,
 ) -> tuple[jax.Array, LossAux]:
     """W-MSE loss (``whitening.w_mse_loss``) of the views ``batch["global"]`` ``[B, V, ...]``.
 
     ``config``: ``w_size`` (images per whitening sub-batch), ``w_iter`` (random sub-batch
     partitions per step, drawn from ``rng``: the same on any device count), ``w_eps``.
     """
+    del step
     views = batch["global"]
     b, v = views.shape[:2]
     images = views.reshape((b * v,) + views.shape[2:])  # batch-major: device rows stay put
