@@ -9,7 +9,9 @@ Presets (``--config configs/mocov2_cifar10.py:NAME``):
 
     python -m jaxssl.train --config configs/mocov2_cifar10.py --workdir /tmp/mocov2_c10
 
-* ``cpu``: the shared 2-core budget (``base.apply_cpu_budget``), queue 4,096 keys (8 steps).
+* ``cpu``: the shared 2-core budget (``base.apply_cpu_budget``), queue 4,096 keys (8 steps),
+  3 epochs (585 steps). Measured (``tools/method_zoo.py --methods mocov2``): kNN top-1 0.447
+  (k=20: 0.471) in 26 min 08 s at ~218 img/s, just above raw pixels (0.442).
 
     python -m jaxssl.train --config configs/mocov2_cifar10.py:cpu --workdir /tmp/mocov2_cpu
 
