@@ -23,6 +23,9 @@ import time
 from absl import app, flags
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _REPO)
+
+from jaxssl.evals import plots  # noqa: E402
 
 # (method, config file, the published number its full recipe targets)
 METHODS = (
@@ -49,17 +52,9 @@ _EXTRA = flags.DEFINE_multi_string("override", [], "Extra --config.* flags for e
 flags.mark_flag_as_required("root")
 
 
-def _records(workdir: str) -> list[dict]:
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def summarize(workdir: str) -> dict:
     """The final kNN figures, throughput and loss of one finished run's ``metrics.jsonl``."""
-    records = _records(workdir)
+    records = plots.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
     final = [r for r in records if "knn/top1" in r]
     if not final:
         raise ValueError(f"{workdir}: no final kNN record in metrics.jsonl; did the run finish?")
