@@ -44,8 +44,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r} for barlow_twins_cifar10; valid: {PRESETS}.")
     config = base.get_base_config()
+    base.apply_long_cifar_recipe(config, "lars", base_lr=0.3, weight_decay=1e-4)
     config.data.saturation = 0.2
-    config.model.backbone = "resnet18"
     config.model.projector_hidden_dim = 2048
     config.model.projector_dim = 2048
     config.model.projector_layers = 3  # BN + ReLU after the hidden layers, the last one plain
@@ -53,15 +53,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.method.name = "barlow_twins"
     config.method.lambd = 0.0051  # weight of the off-diagonal (redundancy) term
     config.method.loss_scale = 0.1  # solo-learn's CIFAR scale_loss (the paper: 1)
-    config.train.batch_size = 256
-    config.train.epochs = 1000.0
-    config.optim.name = "lars"
-    config.optim.base_lr = 0.3
-    config.optim.weight_decay = 1e-4
-    config.optim.trust_coefficient = 0.02
-    config.optim.warmup_epochs = 10.0
-    config.train.checkpoint_every_steps = 5000
-    config.evals.knn.every_steps = 10_000
 
     if preset == "cpu":
         # The shared CPU budget; the optimizer stays the default preset's. A 1024-wide

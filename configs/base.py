@@ -174,6 +174,34 @@ def get_base_config() -> ml_collections.ConfigDict:
     return config
 
 
+def apply_long_cifar_recipe(
+    config: ml_collections.ConfigDict,
+    optimizer: str,
+    base_lr: float,
+    weight_decay: float,
+    warmup_epochs: float = 10.0,
+) -> None:
+    """The frame the long CIFAR-10 recipes share (solo-learn's): a ResNet-18 with the CIFAR
+    stem, batch 256, 1000 epochs of ``warmup_epochs`` linear warmup then cosine, checkpoints
+    every 5000 steps and kNN every 10 000.
+
+    The method gives the optimizer (``lars`` | ``sgd`` | ``adamw``), its lr at batch 256 and
+    its weight decay. LARS gets solo-learn's CIFAR trust coefficient 0.02 (eta; biases and
+    norms are excluded from adaptation and decay, jaxssl/optim.py).
+    """
+    config.model.backbone = "resnet18"
+    config.train.batch_size = 256
+    config.train.epochs = 1000.0
+    config.optim.name = optimizer
+    config.optim.base_lr = base_lr
+    config.optim.weight_decay = weight_decay
+    if optimizer == "lars":
+        config.optim.trust_coefficient = 0.02
+    config.optim.warmup_epochs = warmup_epochs
+    config.train.checkpoint_every_steps = 5000
+    config.evals.knn.every_steps = 10_000
+
+
 def apply_cpu_budget(config: ml_collections.ConfigDict) -> None:
     """The ``cpu`` presets' shared choices: 2 CPU cores, <= 30 minutes wall.
 

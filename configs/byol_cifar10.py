@@ -41,7 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r} for byol_cifar10; valid: {PRESETS}.")
     config = base.get_base_config()
-    config.model.backbone = "resnet18"
+    base.apply_long_cifar_recipe(config, "lars", base_lr=1.0, weight_decay=1e-5)
     config.model.projector_hidden_dim = 4096
     config.model.projector_dim = 256
     config.method = ml_collections.ConfigDict()
@@ -49,15 +49,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.method.predictor_hidden_dim = 4096
     # EMA momentum of the target: cosine from base_momentum at step 0 to 1 at the last step.
     config.method.base_momentum = 0.99  # solo-learn's CIFAR value (BYOL's ImageNet: 0.996)
-    config.train.batch_size = 256
-    config.train.epochs = 1000.0
-    config.optim.name = "lars"
-    config.optim.base_lr = 1.0
-    config.optim.weight_decay = 1e-5
-    config.optim.trust_coefficient = 0.02
-    config.optim.warmup_epochs = 10.0
-    config.train.checkpoint_every_steps = 5000
-    config.evals.knn.every_steps = 10_000
 
     if preset == "cpu":
         # The shared CPU budget; the optimizer stays the default preset's. The target

@@ -50,8 +50,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r} for dino_cifar10; valid: {PRESETS}.")
     config = base.get_base_config()
+    base.apply_long_cifar_recipe(config, "lars", base_lr=0.3, weight_decay=1e-6)
     config.data.saturation = 0.2  # solo-learn's CIFAR colour jitter
-    config.model.backbone = "resnet18"
     # The DINO head's MLP: projector_layers linear layers to a projector_dim bottleneck.
     config.model.projector_layers = 3
     config.model.projector_hidden_dim = 2048
@@ -79,15 +79,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.method.freeze_last_layer_steps = (
         config.method.get_ref("freeze_last_layer_epochs") * num_examples // batch_size
     )
-    config.train.batch_size = 256
-    config.train.epochs = 1000.0
-    config.optim.name = "lars"
-    config.optim.base_lr = 0.3
-    config.optim.weight_decay = 1e-6
-    config.optim.trust_coefficient = 0.02
-    config.optim.warmup_epochs = 10.0
-    config.train.checkpoint_every_steps = 5000
-    config.evals.knn.every_steps = 10_000
 
     if preset == "cpu":
         base.apply_cpu_budget(config)

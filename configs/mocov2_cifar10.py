@@ -34,7 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r} for mocov2_cifar10; valid: {PRESETS}.")
     config = base.get_base_config()
-    config.model.backbone = "resnet18"
+    base.apply_long_cifar_recipe(config, "sgd", base_lr=0.3, weight_decay=1e-4)
     config.model.projector_hidden_dim = 2048
     config.model.projector_dim = 256
     config.method = ml_collections.ConfigDict()
@@ -42,14 +42,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.method.temperature = 0.2
     config.method.queue_size = 32_768  # a multiple of 2 x batch_size
     config.method.base_momentum = 0.99  # key encoder EMA, cosine to 1
-    config.train.batch_size = 256
-    config.train.epochs = 1000.0
-    config.optim.name = "sgd"
-    config.optim.base_lr = 0.3
-    config.optim.weight_decay = 1e-4
-    config.optim.warmup_epochs = 10.0
-    config.train.checkpoint_every_steps = 5000
-    config.evals.knn.every_steps = 10_000
 
     if preset == "cpu":
         base.apply_cpu_budget(config)

@@ -33,7 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r} for mocov3_cifar10; valid: {PRESETS}.")
     config = base.get_base_config()
-    config.model.backbone = "resnet18"
+    base.apply_long_cifar_recipe(config, "lars", base_lr=0.3, weight_decay=1e-6)
     config.model.projector_hidden_dim = 4096
     config.model.projector_dim = 256
     config.model.projector_layers = 3
@@ -42,15 +42,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.method.temperature = 0.2
     config.method.predictor_hidden_dim = 4096
     config.method.base_momentum = 0.99
-    config.train.batch_size = 256
-    config.train.epochs = 1000.0
-    config.optim.name = "lars"
-    config.optim.base_lr = 0.3
-    config.optim.weight_decay = 1e-6
-    config.optim.trust_coefficient = 0.02
-    config.optim.warmup_epochs = 10.0
-    config.train.checkpoint_every_steps = 5000
-    config.evals.knn.every_steps = 10_000
 
     if preset == "cpu":
         base.apply_cpu_budget(config)

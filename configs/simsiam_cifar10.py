@@ -39,22 +39,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r} for simsiam_cifar10; valid: {PRESETS}.")
     config = base.get_base_config()
-    config.model.backbone = "resnet18"
+    base.apply_long_cifar_recipe(config, "sgd", base_lr=0.5, weight_decay=1e-5)
     config.model.projector_hidden_dim = 2048
     config.model.projector_dim = 2048
     config.model.projector_layers = 3  # BN after each layer, the last one affine-free
     config.method = ml_collections.ConfigDict()
     config.method.name = "simsiam"
     config.method.predictor_hidden_dim = 512  # the bottleneck: 2048 -> 512 -> 2048
-    config.train.batch_size = 256
-    config.train.epochs = 1000.0
-    config.optim.name = "sgd"
-    config.optim.base_lr = 0.5
-    config.optim.weight_decay = 1e-5
     config.optim.momentum = 0.9
-    config.optim.warmup_epochs = 10.0
-    config.train.checkpoint_every_steps = 5000
-    config.evals.knn.every_steps = 10_000
 
     if preset == "cpu":
         # The shared CPU budget; the optimizer stays the default preset's.

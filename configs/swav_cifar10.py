@@ -63,13 +63,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r} for swav_cifar10; valid: {PRESETS}.")
     config = base.get_base_config()
+    base.apply_long_cifar_recipe(config, "lars", base_lr=0.6, weight_decay=1e-6)
     # solo-learn's symmetric CIFAR augmentations.
     config.data.brightness = 0.8
     config.data.contrast = 0.8
     config.data.saturation = 0.8
     config.data.hue = 0.2
     config.data.blur_prob = 0.5
-    config.model.backbone = "resnet18"
     config.model.projector_hidden_dim = 2048
     config.model.projector_dim = 128
     config.method = ml_collections.ConfigDict()
@@ -84,15 +84,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.method.queue_length = 3840  # per global view, a multiple of batch_size; 0: no queue
     config.method.queue_start_epochs = 50.0
     config.method.queue_start_steps = _epochs_to_steps(config, "queue_start_epochs")
-    config.train.batch_size = 256
-    config.train.epochs = 1000.0
-    config.optim.name = "lars"
-    config.optim.base_lr = 0.6
-    config.optim.weight_decay = 1e-6
-    config.optim.trust_coefficient = 0.02
-    config.optim.warmup_epochs = 10.0
-    config.train.checkpoint_every_steps = 5000
-    config.evals.knn.every_steps = 10_000
 
     if preset == "cpu":
         base.apply_cpu_budget(config)

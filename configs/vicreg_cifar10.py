@@ -44,10 +44,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r} for vicreg_cifar10; valid: {PRESETS}.")
     config = base.get_base_config()
+    base.apply_long_cifar_recipe(config, "lars", base_lr=0.3, weight_decay=1e-4)
     config.data.crop_scale = (0.2, 1.0)
     config.data.saturation = 0.2
     config.data.solarize_prob = 0.1
-    config.model.backbone = "resnet18"
     config.model.projector_hidden_dim = 2048
     config.model.projector_dim = 2048
     config.model.projector_layers = 3  # BN + ReLU after the hidden layers, the last one plain
@@ -58,15 +58,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # the official code (and redundancy.vicreg_loss) averages them.
     config.method.std_coeff = 50.0
     config.method.cov_coeff = 1.0
-    config.train.batch_size = 256
-    config.train.epochs = 1000.0
-    config.optim.name = "lars"
-    config.optim.base_lr = 0.3
-    config.optim.weight_decay = 1e-4
-    config.optim.trust_coefficient = 0.02
-    config.optim.warmup_epochs = 10.0
-    config.train.checkpoint_every_steps = 5000
-    config.evals.knn.every_steps = 10_000
 
     if preset == "cpu":
         # The shared CPU budget; the optimizer stays the default preset's. A 1024-wide

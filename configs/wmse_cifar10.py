@@ -34,7 +34,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r} for wmse_cifar10; valid: {PRESETS}.")
     config = base.get_base_config()
-    config.model.backbone = "resnet18"
+    base.apply_long_cifar_recipe(
+        config, "adamw", base_lr=3e-3, weight_decay=1e-6, warmup_epochs=2.0
+    )
     config.model.projector_hidden_dim = 1024
     config.model.projector_dim = 64
     config.model.projector_layers = 2
@@ -43,14 +45,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.method.w_size = 128
     config.method.w_iter = 1
     config.method.w_eps = 0.0
-    config.train.batch_size = 256
-    config.train.epochs = 1000.0
-    config.optim.name = "adamw"
-    config.optim.base_lr = 3e-3
-    config.optim.weight_decay = 1e-6
-    config.optim.warmup_epochs = 2.0
-    config.train.checkpoint_every_steps = 5000
-    config.evals.knn.every_steps = 10_000
 
     if preset == "cpu":
         base.apply_cpu_budget(config)

@@ -56,6 +56,8 @@ def make_train_step(
     update_method_state = getattr(method, "update_method_state", None)
     augment_on_device = config.data.augment_on_device
 
+    augment_key = jax.random.fold_in(base_key, _AUGMENT_STREAM)
+
     def total_loss(params, probe_params, batch_stats, method_state, batch, rng, step):
         variables = {"params": params, "batch_stats": batch_stats}
         loss, aux = method.loss_fn(model, variables, batch, method_state, config.method, rng, step)
@@ -120,7 +122,6 @@ def make_train_step(
         if augment_on_device:
             # Per-example ops, vmapped: each device augments its own rows of the batch. The
             # whole batch is augmented before any micro-batch split.
-            augment_key = jax.random.fold_in(base_key, _AUGMENT_STREAM)
             batch = color.augment_batch(
                 jax.random.fold_in(augment_key, state.step), batch, config.data
             )

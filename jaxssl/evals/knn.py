@@ -338,7 +338,8 @@ def bag_of_patches(embed: Callable, config) -> Callable:
             features = embed(variables, patch)
             return jax.tree.map(jnp.add, total, features), None
 
-        shapes = jax.eval_shape(embed, variables, images[:, : config.size, : config.size])
+        patch_shape = (images.shape[0], config.size, config.size, images.shape[-1])
+        shapes = jax.eval_shape(embed, variables, jax.ShapeDtypeStruct(patch_shape, images.dtype))
         zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
         total, _ = jax.lax.scan(add_patch, zeros, jnp.arange(config.num))
         return jax.tree.map(lambda x: x / config.num, total)
