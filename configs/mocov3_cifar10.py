@@ -48,8 +48,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # The momentum encoder's forward pass makes a step ~1.6x dearer than SimCLR's: 3
         # epochs instead of 3.6 keep the run within 30 minutes.
         config.train.epochs = 3.0
-        config.model.projector_hidden_dim = 2048
-        config.method.predictor_hidden_dim = 2048
+        config.model.projector_hidden_dim = 1024
+        config.method.predictor_hidden_dim = 1024
 
     if preset == "smoke":
         base.apply_smoke(config)
