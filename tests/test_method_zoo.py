@@ -44,8 +44,17 @@ def test_summarize_reads_the_final_knn_record(tmp_path):
     assert summary["knn_top1_k200"] == 0.41 and summary["knn_top1_k20"] == 0.43
     assert summary["median_img_per_s"] == 200.0
     assert (summary["first_loss"], summary["last_loss"]) == (3.0, 1.5)
-    row = method_zoo.table([{"method": "byol", "wall_seconds": 1625.4, **summary}])
-    assert "| byol | `byol_cifar10.py:cpu` | 27 min 05 s | 30 | 200 | **0.410** | 0.430 |" in row
+    record = {"method": "byol", "wall_seconds": 1625.4, "host": "AMD EPYC, 2 cores, AVX2"}
+    row = method_zoo.table([{**record, **summary}])
+    assert (
+        "| byol | `byol_cifar10.py:cpu` | 27 min 05 s | 30 | 200 | AMD EPYC, 2 cores, AVX2 | "
+        "**0.410** | 0.430 |" in row
+    )
+
+
+def test_host_names_the_cpu_and_its_cores():
+    host = method_zoo.host_cpu()
+    assert f"{os.cpu_count()} cores" in host
 
 
 def test_summarize_refuses_an_unfinished_run(tmp_path):

@@ -15,6 +15,7 @@ all records as one JSON list; the Markdown table is printed.
 
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -72,6 +73,33 @@ def summarize(workdir: str) -> dict:
     }
 
 
+def host_cpu() -> str:
+    """The CPU the runs time, e.g. ``"AMD EPYC, 2 cores, AVX2"``: wall times depend on it.
+
+    Hosts of one kind differ (an AVX2-only x86 ran the SimCLR ``cpu`` step at 218 img/s where
+    an AMX-capable one ran it at ~350), so every record names its host's model, core count
+    and widest vector/matrix extension.
+    """
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    isa = next((name for flag, name in _ISA if flag in flags), None)
+    parts = [model, f"{os.cpu_count()} cores"] + ([isa] if isa else [])
+    return ", ".join(parts)
+
+
+# /proc/cpuinfo flags, widest first.
+_ISA = (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+
+
 def run_one(method: str, config_file: str, root: str, overrides: list[str]) -> dict:
     workdir = os.path.join(root, method)
     command = [
@@ -95,6 +123,7 @@ def run_one(method: str, config_file: str, root: str, overrides: list[str]) -> d
         "command": f"jaxssl train --config configs/{config_file}:cpu --workdir W "
         + " ".join(overrides),
         "wall_seconds": wall,
+        "host": host_cpu(),
         **summarize(workdir),
     }
     with open(os.path.join(workdir, "zoo.json"), "w") as f:
@@ -105,15 +134,16 @@ def run_one(method: str, config_file: str, root: str, overrides: list[str]) -> d
 def table(records: list[dict]) -> str:
     published = {m: p for m, _, p in METHODS}
     lines = [
-        "| method | `cpu` preset | wall time | steps | img/s | kNN k=200 | kNN k=20 | loss first -> last | full recipe targets |",  # noqa: E501
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | `cpu` preset | wall time | steps | img/s | host | kNN k=200 | kNN k=20 | loss first -> last | full recipe targets |",  # noqa: E501
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         minutes, seconds = divmod(round(r["wall_seconds"]), 60)
         k20 = f"{r['knn_top1_k20']:.3f}" if r.get("knn_top1_k20") is not None else "-"
         lines.append(
             f"| {r['method']} | `{r['method']}_cifar10.py:cpu` | {minutes} min {seconds:02d} s | "
-            f"{r['step']} | {r['median_img_per_s']:.0f} | **{r['knn_top1_k200']:.3f}** | {k20} | "
+            f"{r['step']} | {r['median_img_per_s']:.0f} | {r.get('host', '-')} | "
+            f"**{r['knn_top1_k200']:.3f}** | {k20} | "
             f"{r['first_loss']:.3g} -> {r['last_loss']:.3g} | {published.get(r['method'], '-')} |"
         )
     return "\n".join(lines)
