@@ -12,8 +12,13 @@ Presets (``--config configs/simsiam_cifar10.py:NAME``):
     python -m jaxssl.train --config configs/simsiam_cifar10.py --workdir /tmp/simsiam_c10
 
 * ``cpu``: the ``simclr_cifar10.py:cpu`` budget (2-core CPU, ~30 minutes: quarter-width
-  ResNet-18, 20 px training crops, 3.6 epochs) with SimSiam's heads and optimizer. Untested
-  on real data yet: no measured kNN number.
+  ResNet-18, 20 px training crops, 3.6 epochs) with SimSiam's optimizer and half-width heads
+  (projector 1024 -> 1024, predictor 1024 -> 256 -> 1024). Measured (``tools/method_zoo.py
+  --methods simsiam``, on a 2-core AVX2 host, ~1.6x slower than the AMX host of the other
+  cpu rows): kNN top-1 0.407 (k=20: 0.427) in 29 min 53 s at ~228 img/s; above random init
+  (0.308), below raw pixels (0.442). The projections do not collapse (per-dimension std of
+  the normalized projections ~0.030 against 1/sqrt(1024) = 0.031) and the loss falls from
+  -0.01 to -0.66; like BYOL, SimSiam bootstraps from a random target and starts slowly.
 
     python -m jaxssl.train --config configs/simsiam_cifar10.py:cpu --workdir /tmp/simsiam_cpu
 
