@@ -44,18 +44,25 @@ def main(argv):
     config = _CONFIG.value
     mesh = sharding.make_mesh(config.mesh)
     run = trainer.build(config, mesh)
-    batch_size, views = config.train.batch_size, config.data.num_views
-    size = config.data.image_size
+    batch_size, size = config.train.batch_size, config.data.image_size
+    local_views, local_size = config.data.local_views, config.data.local_image_size
+    # Every view through the backbone counts, local (multi-crop) views included.
+    views = config.data.num_views + local_views
     rng = np.random.default_rng(0)
     host_batch = {
-        "global": rng.normal(size=(batch_size, views, size, size, 3)).astype(np.float32),
+        "global": rng.normal(size=(batch_size, config.data.num_views, size, size, 3)),
         "label": rng.integers(0, config.data.num_classes, size=batch_size).astype(np.int32),
         "index": np.arange(batch_size, dtype=np.int32),
     }
+    host_batch["global"] = host_batch["global"].astype(np.float32)
+    if local_views:  # the pipeline's batch["local"]: [B, L, s, s, 3]
+        local_shape = (batch_size, local_views, local_size, local_size, 3)
+        host_batch["local"] = rng.normal(size=local_shape).astype(np.float32)
     if config.data.augment_on_device:  # the step makes the views from source images
         side = max(size, config.data.eval_image_size)
         host_batch["image"] = rng.integers(0, 256, (batch_size, side, side, 3), np.uint8)
         del host_batch["global"]
+        host_batch.pop("local", None)
     state = run.init_state()
     batch = sharding.to_global(host_batch, mesh)
 
@@ -89,6 +96,7 @@ def main(argv):
             "conv_impl": config.model.conv_impl,
             "batch_size": batch_size,
             "views": views,
+            "local_views": local_views,
             "devices": mesh.devices.size,
         },
         "step_img_per_s": round(img_per_s, 1),
@@ -115,7 +123,8 @@ def _time_pipeline(config, mesh, compiled, state) -> dict:
     from jaxssl import sharding
     from jaxssl.data import tfds as input_pipeline
 
-    batch_size, views = config.train.batch_size, config.data.num_views
+    batch_size = config.train.batch_size
+    views = config.data.num_views + config.data.local_views
     # --- Input pipeline alone ---
     iterator = input_pipeline.make_train_iterator(
         config.data,
