@@ -22,7 +22,10 @@ Presets (``--config configs/dino_cifar10.py:NAME``):
   temperature 0.04 (DINO's default), EMA momentum from 0.99 and the last layer frozen for a
   quarter epoch, since the default preset's schedules are longer than the whole run. The
   local views add ~35% pixels per step, so 2.6 epochs instead of 3.6. Not run on real data
-  yet: no measured kNN number.
+  yet: no measured kNN number. Over budget as it stands: on a 2-core AVX2 host its step
+  takes 6.7 s (SimCLR's cpu step: 2.35 s), of which the local pass costs 4 s for ~30% of the
+  FLOPs (``tools/benchmark.py --config configs/dino_cifar10.py:cpu``; 2.7 s without local
+  views), so 2.6 epochs would take about an hour there.
 
     python -m jaxssl.train --config configs/dino_cifar10.py:cpu --workdir /tmp/dino_cpu
 
