@@ -28,6 +28,17 @@ from configs import base
 PRESETS = ("default", "cpu", "smoke")
 
 
+def apply_cpu_preset(config: ml_collections.ConfigDict) -> None:
+    """The ``cpu`` preset's budget and optimizer (also SupCon's): the shared CPU budget
+    (``base.apply_cpu_budget``) and LARS with solo-learn's CIFAR trust coefficient for fast
+    early progress."""
+    base.apply_cpu_budget(config)
+    config.optim.name = "lars"
+    config.optim.base_lr = 0.4
+    config.optim.trust_coefficient = 0.02
+    config.optim.weight_decay = 1e-5
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     preset = arg or "default"
     if preset not in PRESETS:
@@ -52,12 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.evals.knn.every_steps = 10_000
 
     if preset == "cpu":
-        # The shared CPU budget (base.apply_cpu_budget), and LARS with solo-learn's CIFAR
-        # trust coefficient for fast early progress.
-        base.apply_cpu_budget(config)
-        config.optim.base_lr = 0.4
-        config.optim.trust_coefficient = 0.02
-        config.optim.weight_decay = 1e-5
+        apply_cpu_preset(config)
 
     if preset == "smoke":
         base.apply_smoke(config)

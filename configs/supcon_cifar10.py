@@ -54,13 +54,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optim.warmup_epochs = 10.0
 
     if preset == "cpu":
-        # SimCLR's cpu preset with the label graph: the same budget and LARS settings, so the
-        # two rows differ only in the positives (and SupCon's temperature 0.1).
-        base.apply_cpu_budget(config)
-        config.optim.name = "lars"
-        config.optim.base_lr = 0.4
-        config.optim.trust_coefficient = 0.02
-        config.optim.weight_decay = 1e-5
+        # SimCLR's cpu preset with the label graph: the two rows differ only in the positives
+        # (and SupCon's temperature 0.1).
+        simclr_cifar10.apply_cpu_preset(config)
 
     if preset == "smoke":
         base.apply_smoke(config)

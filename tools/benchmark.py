@@ -50,19 +50,18 @@ def main(argv):
     views = config.data.num_views + local_views
     rng = np.random.default_rng(0)
     host_batch = {
-        "global": rng.normal(size=(batch_size, config.data.num_views, size, size, 3)),
         "label": rng.integers(0, config.data.num_classes, size=batch_size).astype(np.int32),
         "index": np.arange(batch_size, dtype=np.int32),
     }
-    host_batch["global"] = host_batch["global"].astype(np.float32)
-    if local_views:  # the pipeline's batch["local"]: [B, L, s, s, 3]
-        local_shape = (batch_size, local_views, local_size, local_size, 3)
-        host_batch["local"] = rng.normal(size=local_shape).astype(np.float32)
     if config.data.augment_on_device:  # the step makes the views from source images
         side = max(size, config.data.eval_image_size)
         host_batch["image"] = rng.integers(0, 256, (batch_size, side, side, 3), np.uint8)
-        del host_batch["global"]
-        host_batch.pop("local", None)
+    else:  # the pipeline's views: "global" [B, V, S, S, 3], multi-crop "local" [B, L, s, s, 3]
+        global_shape = (batch_size, config.data.num_views, size, size, 3)
+        host_batch["global"] = rng.normal(size=global_shape).astype(np.float32)
+        if local_views:
+            local_shape = (batch_size, local_views, local_size, local_size, 3)
+            host_batch["local"] = rng.normal(size=local_shape).astype(np.float32)
     state = run.init_state()
     batch = sharding.to_global(host_batch, mesh)
 
@@ -106,7 +105,7 @@ def main(argv):
         "compile_seconds": round(compile_seconds, 1),
     }
     if _PIPELINE_BATCHES.value > 0:
-        result.update(_time_pipeline(config, mesh, compiled, state))
+        result.update(_time_pipeline(config, mesh, compiled, state, views))
     result["peak_host_memory_mib"] = round(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     )
@@ -116,7 +115,7 @@ def main(argv):
             json.dump(result, f, indent=2)
 
 
-def _time_pipeline(config, mesh, compiled, state) -> dict:
+def _time_pipeline(config, mesh, compiled, state, views: int) -> dict:
     """Source images/s of the input pipeline alone, and the step's images/s fed by it."""
     import jax
 
@@ -124,7 +123,6 @@ def _time_pipeline(config, mesh, compiled, state) -> dict:
     from jaxssl.data import tfds as input_pipeline
 
     batch_size = config.train.batch_size
-    views = config.data.num_views + config.data.local_views
     # --- Input pipeline alone ---
     iterator = input_pipeline.make_train_iterator(
         config.data,

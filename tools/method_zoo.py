@@ -73,6 +73,10 @@ def summarize(workdir: str) -> dict:
     }
 
 
+# /proc/cpuinfo flags, widest first.
+_ISA = (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+
+
 def host_cpu() -> str:
     """The CPU the runs time, e.g. ``"AMD EPYC, 2 cores, AVX2"``: wall times depend on it.
 
@@ -94,10 +98,6 @@ def host_cpu() -> str:
     isa = next((name for flag, name in _ISA if flag in flags), None)
     parts = [model, f"{os.cpu_count()} cores"] + ([isa] if isa else [])
     return ", ".join(parts)
-
-
-# /proc/cpuinfo flags, widest first.
-_ISA = (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
 
 
 def run_one(method: str, config_file: str, root: str, overrides: list[str]) -> dict:
