@@ -73,7 +73,7 @@ class ResNet(nn.Module):
       width: channels of the first stage; stage ``i`` has ``width * 2**i``.
       stem: ``"cifar"`` (3x3/1, no pool) or ``"imagenet"`` (7x7/2 + max-pool).
       dtype: computation dtype (parameters stay float32).
-      conv_impl: ``"native"`` (``lax.conv``) or ``"im2col"`` (patches @ kernel, faster on XLA:CPU).
+      conv_impl: ``"auto"``, ``"native"`` or ``"im2col"`` (``jaxssl.models.conv``).
       bn_momentum: BatchNorm running-average momentum.
     """
 
@@ -82,7 +82,7 @@ class ResNet(nn.Module):
     width: int = 64
     stem: str = "cifar"
     dtype: Any = jnp.float32
-    conv_impl: str = "native"
+    conv_impl: str = "auto"
     bn_momentum: float = 0.9
 
     @nn.compact
