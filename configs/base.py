@@ -70,7 +70,7 @@ def get_base_config() -> ml_collections.ConfigDict:
             projector_dim=128,
             projector_layers=2,
             dtype="float32",  # computation dtype; parameters and optimizer state stay float32
-            conv_impl="auto",  # native, but im2col for maps of <= 2x2 outputs on CPU (models/conv.py)
+            conv_impl="auto",  # native; im2col for <= 2x2 output maps on CPU (models/conv.py)
             bn_momentum=0.9,
             # ViT backbones (vit_tiny | vit_small | vit_base) only:
             patch_size=16,
