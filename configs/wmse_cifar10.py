@@ -10,7 +10,8 @@ Presets (``--config configs/wmse_cifar10.py:NAME``):
 
     python -m jaxssl.train --config configs/wmse_cifar10.py --workdir /tmp/wmse_c10
 
-* ``cpu``: the shared 2-core budget (``base.apply_cpu_budget``) with the same head and Adam.
+* ``cpu``: the shared 2-core budget (``base.apply_cpu_budget``) at 16 px training crops for
+  6 epochs (as VICReg's), with the same head and Adam.
 
     python -m jaxssl.train --config configs/wmse_cifar10.py:cpu --workdir /tmp/wmse_cpu
 
@@ -47,7 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.method.w_eps = 0.0
 
     if preset == "cpu":
-        base.apply_cpu_budget(config)
+        base.apply_cpu_budget(config, image_size=16, epochs=6.0)
 
     if preset == "smoke":
         base.apply_smoke(config)

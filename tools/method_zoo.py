@@ -35,7 +35,7 @@ METHODS = (
     ("mocov2", "mocov2_cifar10.py", "~92% linear (solo-learn MoCo V2+, 1000 ep.)"),
     ("mocov3", "mocov3_cifar10.py", "no figure checked for this recipe"),
     ("nnclr", "nnclr_cifar10.py", "91.9% linear (solo-learn, 1000 ep.)"),
-    ("simsiam", "simsiam_cifar10.py", "91.8% kNN (SimSiam paper, 800 ep.)"),
+    ("simsiam", "simsiam_cifar10.py", "91.8% linear (SimSiam paper, 800 ep.)"),
     ("barlow_twins", "barlow_twins_cifar10.py", "92.1% linear (solo-learn, 1000 ep.)"),
     ("vicreg", "vicreg_cifar10.py", "92.1% linear (solo-learn, 1000 ep.)"),
     ("wmse", "wmse_cifar10.py", "88.7% linear (solo-learn, 1000 ep.)"),
