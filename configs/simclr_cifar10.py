@@ -28,11 +28,13 @@ from configs import base
 PRESETS = ("default", "cpu", "smoke")
 
 
-def apply_cpu_preset(config: ml_collections.ConfigDict) -> None:
+def apply_cpu_preset(
+    config: ml_collections.ConfigDict, image_size: int = 20, epochs: float = 3.6
+) -> None:
     """The ``cpu`` preset's budget and optimizer (also SupCon's): the shared CPU budget
-    (``base.apply_cpu_budget``) and LARS with solo-learn's CIFAR trust coefficient for fast
-    early progress."""
-    base.apply_cpu_budget(config)
+    (``base.apply_cpu_budget`` with ``image_size`` crops for ``epochs``) and LARS with
+    solo-learn's CIFAR trust coefficient for fast early progress."""
+    base.apply_cpu_budget(config, image_size=image_size, epochs=epochs)
     config.optim.name = "lars"
     config.optim.base_lr = 0.4
     config.optim.trust_coefficient = 0.02
