@@ -16,9 +16,10 @@ Presets (``--config configs/vicreg_cifar10.py:NAME``):
 
 * ``cpu``: the shared 2-core budget (``base.apply_cpu_budget``: quarter-width ResNet-18) at
   16 px training crops for 6 epochs, with VICReg's optimizer and a 1024 -> 1024 -> 1024
-  expander. The same at 20 px and 3.6 epochs (before the ``auto`` convolution lowering made
-  16 px crops 3x cheaper) measured kNN top-1 0.564 (k=20: 0.582) in 26 min 48 s
-  (``tools/method_zoo.py --methods vicreg``).
+  expander. Measured (``tools/method_zoo.py --methods vicreg``): kNN top-1 0.577 (k=20:
+  0.593) in 28 min 53 s at ~401 img/s on a 2-core AVX-512 host, the best ``cpu`` preset so
+  far. The same at 20 px and 3.6 epochs (before the ``auto`` convolution lowering made 16 px
+  crops 3x cheaper) reached 0.564 (k=20: 0.582) in 26 min 48 s on a faster host.
 
     python -m jaxssl.train --config configs/vicreg_cifar10.py:cpu --workdir /tmp/vicreg_cpu
 
