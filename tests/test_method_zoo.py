@@ -39,7 +39,10 @@ def test_summarize_reads_the_final_knn_record(tmp_path):
             {"step": 30, "knn/top1": 0.41, "knn/top1_k200": 0.41, "knn/top1_k20": 0.43},
         ],
     )
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump({"data": {"image_size": 16}, "train": {"epochs": 6.0}}, f)
     summary = method_zoo.summarize(workdir)
+    assert (summary["crop_px"], summary["epochs"]) == (16, 6.0)
     assert summary["step"] == 30
     assert summary["knn_top1_k200"] == 0.41 and summary["knn_top1_k20"] == 0.43
     assert summary["median_img_per_s"] == 200.0
@@ -47,9 +50,11 @@ def test_summarize_reads_the_final_knn_record(tmp_path):
     record = {"method": "byol", "wall_seconds": 1625.4, "host": "AMD EPYC, 2 cores, AVX2"}
     row = method_zoo.table([{**record, **summary}])
     assert (
-        "| byol | `byol_cifar10.py:cpu` | 27 min 05 s | 30 | 200 | AMD EPYC, 2 cores, AVX2 | "
-        "**0.410** | 0.430 |" in row
+        "| byol | `byol_cifar10.py:cpu` | 16 px, 6 | 27 min 05 s | 30 | 200 | "
+        "AMD EPYC, 2 cores, AVX2 | **0.410** | 0.430 |" in row
     )
+    over = method_zoo.table([{**record, **summary, "wall_seconds": 1834.0}])
+    assert "| 30 min 34 s (over budget) |" in over
 
 
 def test_host_names_the_cpu_and_its_cores():

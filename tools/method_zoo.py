@@ -45,6 +45,9 @@ METHODS = (
     ("supcon", "supcon_cifar10.py", "96.0% (SupCon paper, labels, ResNet-50)"),
 )
 
+# Every row's whole command (start-up, compilation, training, final kNN) must fit this.
+BUDGET_SECONDS = 30 * 60
+
 _ROOT = flags.DEFINE_string("root", None, "Directory holding one workdir per method.")
 _METHODS = flags.DEFINE_list("methods", None, "Methods to run (default: all, in table order).")
 _COLLECT = flags.DEFINE_bool("collect", False, "Only print the table of finished runs.")
@@ -62,7 +65,14 @@ def summarize(workdir: str) -> dict:
     last = final[-1]
     rates = [r["perf/img_per_s"] for r in records if "perf/img_per_s" in r]
     losses = [r["train/loss"] for r in records if "train/loss" in r]
+    recipe = {}
+    config_path = os.path.join(workdir, "config.json")
+    if os.path.exists(config_path):  # the run's resolved config, written by jaxssl train
+        with open(config_path) as f:
+            config = json.load(f)
+        recipe = {"crop_px": config["data"]["image_size"], "epochs": config["train"]["epochs"]}
     return {
+        **recipe,
         "step": last["step"],
         "knn_top1_k200": last.get("knn/top1_k200", last["knn/top1"]),
         "knn_top1_k20": last.get("knn/top1_k20"),
@@ -134,14 +144,18 @@ def run_one(method: str, config_file: str, root: str, overrides: list[str]) -> d
 def table(records: list[dict]) -> str:
     published = {m: p for m, _, p in METHODS}
     lines = [
-        "| method | `cpu` preset | wall time | steps | img/s | host | kNN k=200 | kNN k=20 | loss first -> last | full recipe targets |",  # noqa: E501
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| method | `cpu` preset | crops, epochs | wall time | steps | img/s | host | kNN k=200 | kNN k=20 | loss first -> last | full recipe targets |",  # noqa: E501
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         minutes, seconds = divmod(round(r["wall_seconds"]), 60)
+        wall = f"{minutes} min {seconds:02d} s"
+        if r["wall_seconds"] > BUDGET_SECONDS:
+            wall += " (over budget)"
         k20 = f"{r['knn_top1_k20']:.3f}" if r.get("knn_top1_k20") is not None else "-"
+        recipe = f"{r['crop_px']} px, {r['epochs']:g}" if "crop_px" in r else "-"
         lines.append(
-            f"| {r['method']} | `{r['method']}_cifar10.py:cpu` | {minutes} min {seconds:02d} s | "
+            f"| {r['method']} | `{r['method']}_cifar10.py:cpu` | {recipe} | {wall} | "
             f"{r['step']} | {r['median_img_per_s']:.0f} | {r.get('host', '-')} | "
             f"**{r['knn_top1_k200']:.3f}** | {k20} | "
             f"{r['first_loss']:.3g} -> {r['last_loss']:.3g} | {published.get(r['method'], '-')} |"
