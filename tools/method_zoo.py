@@ -56,6 +56,16 @@ _EXTRA = flags.DEFINE_multi_string("override", [], "Extra --config.* flags for e
 flags.mark_flag_as_required("root")
 
 
+def recipe(workdir: str) -> dict:
+    """Training crop size and epochs from the run's resolved ``config.json`` (if written)."""
+    config_path = os.path.join(workdir, "config.json")
+    if not os.path.exists(config_path):
+        return {}
+    with open(config_path) as f:
+        config = json.load(f)
+    return {"crop_px": config["data"]["image_size"], "epochs": config["train"]["epochs"]}
+
+
 def summarize(workdir: str) -> dict:
     """The final kNN figures, throughput and loss of one finished run's ``metrics.jsonl``."""
     records = plots.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
@@ -65,14 +75,8 @@ def summarize(workdir: str) -> dict:
     last = final[-1]
     rates = [r["perf/img_per_s"] for r in records if "perf/img_per_s" in r]
     losses = [r["train/loss"] for r in records if "train/loss" in r]
-    recipe = {}
-    config_path = os.path.join(workdir, "config.json")
-    if os.path.exists(config_path):  # the run's resolved config, written by jaxssl train
-        with open(config_path) as f:
-            config = json.load(f)
-        recipe = {"crop_px": config["data"]["image_size"], "epochs": config["train"]["epochs"]}
     return {
-        **recipe,
+        **recipe(workdir),
         "step": last["step"],
         "knn_top1_k200": last.get("knn/top1_k200", last["knn/top1"]),
         "knn_top1_k20": last.get("knn/top1_k20"),
@@ -175,8 +179,8 @@ def main(argv):
     for method in selected:
         done = os.path.join(root, method, "zoo.json")
         if os.path.exists(done):
-            with open(done) as f:
-                records.append(json.load(f))
+            with open(done) as f:  # records written before the recipe columns lack them
+                records.append({**recipe(os.path.join(root, method)), **json.load(f)})
         elif not _COLLECT.value:
             if os.path.exists(os.path.join(root, method, "metrics.jsonl")):
                 raise RuntimeError(
