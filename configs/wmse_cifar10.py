@@ -11,7 +11,9 @@ Presets (``--config configs/wmse_cifar10.py:NAME``):
     python -m jaxssl.train --config configs/wmse_cifar10.py --workdir /tmp/wmse_c10
 
 * ``cpu``: the shared 2-core budget (``base.apply_cpu_budget``) at 16 px training crops for
-  6 epochs (as VICReg's), with the same head and Adam.
+  6 epochs (as VICReg's), with the same head and Adam. Measured (``tools/method_zoo.py
+  --methods wmse``): kNN top-1 0.498 (k=20: 0.521) in 28 min 54 s at ~405 img/s on a 2-core
+  AVX-512 host.
 
     python -m jaxssl.train --config configs/wmse_cifar10.py:cpu --workdir /tmp/wmse_cpu
 
