@@ -15,6 +15,11 @@ Presets (``--config configs/emp_ssl_cifar10.py:NAME``):
     python -m jaxssl.train --config configs/emp_ssl_cifar10.py --workdir /tmp/emp_c10
 
 * ``cpu``: quarter-width ResNet-18, 8 patches of 16 px (from 1/4 of the area), 1 epoch.
+  Measured (``tools/method_zoo.py --methods emp_ssl``): kNN top-1 0.431 (k=20: 0.446) on the
+  mean embedding of 8 such patches per image, in 23 min 57 s on a 2-core AVX-512 host
+  (~368 patches/s; the patch-bag kNN pass is part of the time). The patch-to-mean cosine
+  stays at ~0.87 from the first steps while the coding rate rises (80.7 -> 83.7): one epoch
+  of 8 small patches is far from the paper's 200 patches of 32 px.
 
 * ``smoke``: tiny model, fake data, 4 patches. Used by tests.
 
