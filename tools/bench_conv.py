@@ -69,7 +69,7 @@ def main() -> None:
 
     for size in (int(s) for s in args.sizes.split(",")):
         for in_size, cin, cout, stride in resnet18_conv_shapes(size, args.width):
-            out_size = (in_size - 1) // stride + 1
+            out_size = conv.output_size(in_size, 3, stride)
             native = time_grad("native", in_size, cin, cout, stride)
             im2col = time_grad("im2col", in_size, cin, cout, stride)
             record = {

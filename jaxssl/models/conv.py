@@ -63,7 +63,8 @@ def resolve_implementation(
     return "im2col" if backend == "cpu" and small else "native"
 
 
-def _output_size(size: int, kernel: int, strides: int) -> int:
+def output_size(size: int, kernel: int, strides: int) -> int:
+    """Output side of a ``kernel``-wide convolution with ``kernel // 2`` padding."""
     return (size + 2 * (kernel // 2) - kernel) // strides + 1
 
 
@@ -74,7 +75,7 @@ def _im2col(x: jax.Array, kernel_size: tuple[int, int], strides: int) -> jax.Arr
         return x[:, ::strides, ::strides, :]
     ph, pw = kh // 2, kw // 2
     _, h, w, _ = x.shape
-    ho, wo = _output_size(h, kh, strides), _output_size(w, kw, strides)
+    ho, wo = output_size(h, kh, strides), output_size(w, kw, strides)
     xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
     # (dy, dx) outer, channel inner: matches kernel.reshape(kh * kw * C, cout).
     windows = [
@@ -117,8 +118,8 @@ class Conv(nn.Module):
         x = x.astype(self.dtype)
         kernel = kernel.astype(self.dtype)
         output_hw = (
-            _output_size(x.shape[1], kh, self.strides),
-            _output_size(x.shape[2], kw, self.strides),
+            output_size(x.shape[1], kh, self.strides),
+            output_size(x.shape[2], kw, self.strides),
         )
         implementation = resolve_implementation(self.implementation, output_hw)
         if implementation == "native":
@@ -130,13 +131,12 @@ class Conv(nn.Module):
                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
                 preferred_element_type=jnp.float32,
             ).astype(self.dtype)
-        else:
-            patches = _im2col(x, (kh, kw), self.strides)  # [B, Ho, Wo, kh*kw*C]
-            # Accumulate in float32 even for bf16 operands (AMX tiles do this natively).
-            y = jax.lax.dot_general(
-                patches,
-                kernel.reshape(-1, self.features),
-                (((3,), (0,)), ((), ())),
-                preferred_element_type=jnp.float32,
-            )
-            return y.astype(self.dtype)  # [B, Ho, Wo, features]
+        patches = _im2col(x, (kh, kw), self.strides)  # [B, Ho, Wo, kh*kw*C]
+        # Accumulate in float32 even for bf16 operands (AMX tiles do this natively).
+        y = jax.lax.dot_general(
+            patches,
+            kernel.reshape(-1, self.features),
+            (((3,), (0,)), ((), ())),
+            preferred_element_type=jnp.float32,
+        )
+        return y.astype(self.dtype)  # [B, Ho, Wo, features]
