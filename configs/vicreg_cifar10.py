@@ -66,7 +66,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # the quarter-width backbone's FLOPs at 20 px, at 1024 about a twentieth, and 1024 is
         # still 4x the backbone's 256 features (the paper's ablations favour wide expanders,
         # but this budget is throughput-bound: extra steps buy more).
-        base.apply_cpu_budget(config, image_size=16, epochs=6.0)
+        base.apply_cpu_budget(config, image_size=16, epochs=6.0, minutes=25.0)
         config.model.projector_hidden_dim = 1024
         config.model.projector_dim = 1024
 

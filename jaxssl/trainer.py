@@ -114,6 +114,85 @@ class _FiniteGuard:
             )
 
 
+TIME_BUDGET_FILE = "time_budget.json"
+
+
+class _TimeBudget:
+    """Fits the run's length to ``config.train.time_budget_minutes`` of training loop.
+
+    Off (``<= 0``): the run is ``config.train.num_steps`` steps long. On, in a workdir without
+    ``time_budget.json``: the loop runs the first (compiling) step and ``CALIBRATION_STEPS``
+    timed ones under a provisional length (the config's, or longer), then fixes
+
+        num_steps = step + (budget - loop time so far - one recompile) // seconds per step,
+
+    agreed by every process (process 0's figure), writes it to ``time_budget.json`` and
+    rebuilds the step for that length. A run that finds the file (a resume) takes its length
+    from there and does not measure again, so restarts keep the schedule. The provisional
+    length reaches only the calibration steps, and only through schedules of the run's length:
+    not the learning rate during warmup (longer than the calibration in every preset), but
+    BYOL's and DINO's teacher momentum, slightly. The budget covers the training loop, not
+    the final evaluation, and is as good as the calibration steps predict the rest (the input
+    pipeline's first epoch fills its cache, so they are a little slow: the fit errs short).
+    """
+
+    CALIBRATION_STEPS = 10
+
+    def __init__(self, train_config: ml_collections.ConfigDict, workdir: str, start_step: int):
+        self.seconds = 60.0 * float(train_config.get("time_budget_minutes", 0.0))
+        self.path = os.path.join(workdir, TIME_BUDGET_FILE)
+        self.fitted = None
+        self.calibrate_at = None  # the step count after which the length is fitted
+        if self.seconds <= 0:
+            return
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                self.fitted = int(json.load(f)["num_steps"])
+        else:
+            self.calibrate_at = start_step + 1 + self.CALIBRATION_STEPS
+
+    def num_steps(self, config_num_steps: int) -> int:
+        """The run's length before calibration."""
+        if self.fitted is not None:
+            return self.fitted
+        if self.calibrate_at is not None:
+            return max(config_num_steps, self.calibrate_at + 1)
+        return config_num_steps
+
+    def fit(self, loop_seconds: float, step_seconds: float, compile_seconds: float) -> int:
+        """The fitted length, once ``calibrate_at`` steps are done; written to the file."""
+        left = self.seconds - loop_seconds - compile_seconds
+        fitted = self.calibrate_at + max(int(left // step_seconds), 0)
+        fitted = int(multihost_utils.broadcast_one_to_all(np.int64(fitted)))
+        if jax.process_index() == 0:
+            record = dict(
+                num_steps=fitted,
+                budget_minutes=self.seconds / 60,
+                calibrated_at_step=self.calibrate_at,
+                seconds_per_step=step_seconds,
+                loop_seconds_at_calibration=loop_seconds,
+            )
+            with open(self.path + ".tmp", "w") as f:
+                json.dump(record, f, indent=2)
+            os.replace(self.path + ".tmp", self.path)
+        self.fitted, self.calibrate_at = fitted, None
+        logging.warning(
+            "Time budget %.1f min: %.3f s per step, so the run is %d steps long.",
+            self.seconds / 60,
+            step_seconds,
+            fitted,
+        )
+        return fitted
+
+
+def with_num_steps(config: ml_collections.ConfigDict, num_steps: int) -> ml_collections.ConfigDict:
+    """A copy of ``config`` that is ``num_steps`` long (``epochs`` to match, for the record)."""
+    config = config.copy_and_resolve_references()
+    config.train.num_steps = num_steps
+    config.train.epochs = num_steps * config.train.batch_size / config.data.num_train_examples
+    return config
+
+
 def make_knn_evaluator(
     config: ml_collections.ConfigDict, model: nn.Module, mesh: jax.sharding.Mesh
 ) -> knn.KNNEvaluator:
@@ -229,7 +308,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """
     _FiniteGuard.validate(config.train)
     os.makedirs(workdir, exist_ok=True)
-    num_steps = int(config.train.num_steps)
     batch_size = config.train.batch_size
 
     # --- Mesh ---
@@ -243,10 +321,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             f"{batch_size} into micro-batches that divide over {mesh.devices.size} devices."
         )
     logging.info(
-        "Mesh %s over %d processes; %d steps of global batch %d.",
+        "Mesh %s over %d processes; global batch %d.",
         dict(mesh.shape),
         jax.process_count(),
-        num_steps,
         batch_size,
     )
 
@@ -275,6 +352,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     else:
         state = run.init_state()
     start_step = int(jax.device_get(state.step))
+    # The run's length: the config's, or the one the time budget fitted (or will fit).
+    budget = _TimeBudget(config.train, workdir, start_step)
+    num_steps = budget.num_steps(int(config.train.num_steps))
+    if num_steps != int(config.train.num_steps):
+        config = with_num_steps(config, num_steps)
+        run = build(config, mesh)  # the same state; the step's schedules change
+    logging.info("Steps %d to %d.", start_step, num_steps)
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
@@ -301,9 +385,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     views_per_step = batch_size * (config.data.num_views + config.data.local_views)
     pending, last_metrics = [], {}
     interval_start, interval_steps, timed_steps = time.perf_counter(), 0, 0
-    compile_seconds = None
+    loop_start = calibration_start = interval_start
+    compile_seconds = first_compile_seconds = None
+    step = start_step
     try:
-        for step in range(start_step, num_steps):
+        while step < num_steps:
             batch = sharding.to_global(next(train_iter), mesh)
             with jax.transfer_guard("disallow"):
                 state, metrics = run.train_step(state, batch)
@@ -313,10 +399,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             if step == start_step:
                 # The first call compiles: throughput is timed from the second step on.
                 jax.block_until_ready(metrics)
-                compile_seconds = time.perf_counter() - interval_start
+                compile_seconds = first_compile_seconds = time.perf_counter() - interval_start
                 interval_start, timed_steps = time.perf_counter(), 0
+                calibration_start = interval_start
             else:
                 timed_steps += 1
+            if step + 1 == budget.calibrate_at:
+                jax.block_until_ready(metrics)
+                now = time.perf_counter()
+                num_steps = budget.fit(
+                    loop_seconds=now - loop_start,
+                    step_seconds=(now - calibration_start) / budget.CALIBRATION_STEPS,
+                    compile_seconds=first_compile_seconds,
+                )
+                config = with_num_steps(config, num_steps)
+                run = build(config, mesh)
+                progress.total = num_steps
+                if jax.process_index() == 0:
+                    with open(os.path.join(workdir, "config.json"), "w") as f:
+                        f.write(config.to_json_best_effort(indent=2))
             is_last = step + 1 == num_steps
             preempted = preemption.reached(step + 1)
             if (step + 1) % config.train.log_every_steps == 0 or is_last or preempted:
@@ -356,6 +457,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             if knn_every and (step + 1) % knn_every == 0 and not is_last:
                 writer.write(step + 1, knn_evaluator.run(state))
                 interval_start, timed_steps = time.perf_counter(), 0
+            step += 1
     except jax.errors.JaxRuntimeError as e:
         if jax.process_count() == 1:
             raise
