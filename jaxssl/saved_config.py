@@ -9,7 +9,8 @@ loads it with the same ``config_flags`` machinery and ``--config.a.b=v`` overrid
 JSON loses two things that command-line overrides need, and both are restored from the
 defaults in ``configs/base.py``: tuples (JSON arrays come back as tuples) and the type of
 fields saved as ``null`` (e.g. ``data.data_dir``). Fields the saved config lacks (evaluator
-settings added after the run was trained) take their current defaults from ``configs/base.py``.
+settings added after the run was trained) take their current defaults from ``configs/base.py``,
+except in the method section, which belongs to the method config.
 """
 
 import json
@@ -79,7 +80,12 @@ def load(workdir: str) -> ml_collections.ConfigDict:
     # configs/ sits beside the package (on sys.path via the config root, as for `jaxssl train`).
     from configs import base  # noqa: PLC0415
 
-    return _to_config(saved, base.get_base_config())
+    template = base.get_base_config()
+    # The method section is the method config's own (it replaces the base's SimCLR one), so
+    # nothing in it is filled in: a base default there (temperature) would not match the
+    # checkpoint's method section.
+    del template["method"]
+    return _to_config(saved, template)
 
 
 def get_config(workdir: str | None = None) -> ml_collections.ConfigDict:

@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import simclr_cifar10
+from configs import simclr_cifar10, vicreg_cifar10
 from jaxssl import checkpoint, evaluate, export, platform, saved_config, sharding, trainer
 from jaxssl.evals import knn, linear, spectral
 
@@ -241,6 +241,16 @@ def test_saved_config_restores_tuples_typed_nones_and_new_defaults(tmp_path):
     assert loaded.data.name == "fake" and loaded.model.width == config.model.width
     assert loaded.evals.linear.holdout_fraction == 0.1  # from configs/base.py
     loaded.data.data_dir = "/somewhere"  # typed str, as in base, though saved as null
+
+
+def test_saved_config_of_a_non_simclr_method_matches_its_checkpoint(tmp_path):
+    # The base config's method section is SimCLR's: none of it may leak into another method's.
+    config = vicreg_cifar10.get_config("smoke")
+    (tmp_path / "config.json").write_text(config.to_json_best_effort())
+    loaded = saved_config.load(str(tmp_path))
+    assert loaded.method.to_dict() == config.method.to_dict()
+    stored = json.loads(config.to_json())
+    assert checkpoint._defining(json.loads(loaded.to_json())) == checkpoint._defining(stored)
 
 
 # --- End to end: a smoke run saved on 8 devices ---
