@@ -121,8 +121,10 @@ class _TimeBudget:
     """Fits the run's length to ``config.train.time_budget_minutes`` of training loop.
 
     Off (``<= 0``): the run is ``config.train.num_steps`` steps long. On, in a workdir without
-    ``time_budget.json``: the loop runs the first (compiling) step and ``CALIBRATION_STEPS``
-    timed ones under a provisional length (the config's, or longer), then fixes
+    ``time_budget.json``: the loop runs the first (compiling) step, ``SETTLE_STEPS`` untimed
+    ones (the input pipeline's buffer, filled while compiling, drains) and
+    ``CALIBRATION_STEPS`` timed ones under a provisional length (the config's, or longer),
+    then fixes
 
         num_steps = step + (budget - loop time so far - one recompile) // seconds per step,
 
@@ -136,20 +138,23 @@ class _TimeBudget:
     pipeline's first epoch fills its cache, so they are a little slow: the fit errs short).
     """
 
-    CALIBRATION_STEPS = 10
+    SETTLE_STEPS = 10
+    CALIBRATION_STEPS = 20
 
     def __init__(self, train_config: ml_collections.ConfigDict, workdir: str, start_step: int):
         self.seconds = 60.0 * float(train_config.get("time_budget_minutes", 0.0))
         self.path = os.path.join(workdir, TIME_BUDGET_FILE)
         self.fitted = None
-        self.calibrate_at = None  # the step count after which the length is fitted
+        self.calibrate_from = None  # the step count after which the timing starts ...
+        self.calibrate_at = None  # ... and the one after which the length is fitted
         if self.seconds <= 0:
             return
         if os.path.exists(self.path):
             with open(self.path) as f:
                 self.fitted = int(json.load(f)["num_steps"])
         else:
-            self.calibrate_at = start_step + 1 + self.CALIBRATION_STEPS
+            self.calibrate_from = start_step + 1 + self.SETTLE_STEPS
+            self.calibrate_at = self.calibrate_from + self.CALIBRATION_STEPS
 
     def num_steps(self, config_num_steps: int) -> int:
         """The run's length before calibration."""
@@ -175,7 +180,7 @@ class _TimeBudget:
             with open(self.path + ".tmp", "w") as f:
                 json.dump(record, f, indent=2)
             os.replace(self.path + ".tmp", self.path)
-        self.fitted, self.calibrate_at = fitted, None
+        self.fitted, self.calibrate_from, self.calibrate_at = fitted, None, None
         logging.warning(
             "Time budget %.1f min: %.3f s per step, so the run is %d steps long.",
             self.seconds / 60,
@@ -401,9 +406,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 jax.block_until_ready(metrics)
                 compile_seconds = first_compile_seconds = time.perf_counter() - interval_start
                 interval_start, timed_steps = time.perf_counter(), 0
-                calibration_start = interval_start
             else:
                 timed_steps += 1
+            if step + 1 == budget.calibrate_from:
+                jax.block_until_ready(metrics)
+                calibration_start = time.perf_counter()
             if step + 1 == budget.calibrate_at:
                 jax.block_until_ready(metrics)
                 now = time.perf_counter()

@@ -40,9 +40,9 @@ def test_summarize_reads_the_final_knn_record(tmp_path):
         ],
     )
     with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump({"data": {"image_size": 16}, "train": {"epochs": 6.0}}, f)
+        json.dump({"data": {"image_size": 16, "eval_image_size": 32}, "train": {"epochs": 6.0}}, f)
     summary = method_zoo.summarize(workdir)
-    assert (summary["crop_px"], summary["epochs"]) == (16, 6.0)
+    assert (summary["crop_px"], summary["epochs"], summary["eval_px"]) == (16, 6.0, 32)
     assert summary["step"] == 30
     assert summary["knn_top1_k200"] == 0.41 and summary["knn_top1_k20"] == 0.43
     assert summary["median_img_per_s"] == 200.0
@@ -55,6 +55,9 @@ def test_summarize_reads_the_final_knn_record(tmp_path):
     )
     over = method_zoo.table([{**record, **summary, "wall_seconds": 1834.0}])
     assert "| 30 min 34 s (over budget) |" in over
+    # A time-budgeted run fits fractional epochs; kNN at another size than 32 px is named.
+    budgeted = method_zoo.table([{**record, **summary, "epochs": 7.6544, "eval_px": 24}])
+    assert "| 16 px, 7.65 (kNN at 24 px) |" in budgeted
 
 
 def test_host_names_the_cpu_and_its_cores():

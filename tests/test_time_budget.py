@@ -30,8 +30,10 @@ def _read(workdir, name):
 
 @pytest.fixture
 def fast_clock(monkeypatch):
-    """3 calibration steps, and a fit that sees 15 s per step and no time spent so far: the
-    loop's real timing is replaced so that the fitted length is known (4 + 60 s / 15 s = 8)."""
+    """1 settling and 3 calibration steps, and a fit that sees 15 s per step and no time spent
+    so far: the loop's real timing is replaced so that the fitted length is known
+    (1 + 1 + 3 = 5 steps, then 60 s / 15 s = 4 more: 9)."""
+    monkeypatch.setattr(trainer._TimeBudget, "SETTLE_STEPS", 1)
     monkeypatch.setattr(trainer._TimeBudget, "CALIBRATION_STEPS", 3)
     fit = trainer._TimeBudget.fit
 
@@ -45,11 +47,11 @@ def fast_clock(monkeypatch):
 def test_fit_spends_what_is_left_of_the_budget(tmp_path):
     config = _config(1.0)
     budget = trainer._TimeBudget(config.train, str(tmp_path), start_step=0)
-    assert budget.calibrate_at == 1 + budget.CALIBRATION_STEPS
+    assert budget.calibrate_at == 1 + budget.SETTLE_STEPS + budget.CALIBRATION_STEPS
     assert budget.num_steps(4) == budget.calibrate_at + 1  # provisional: past the calibration
     fitted = budget.fit(loop_seconds=10.0, step_seconds=0.5, compile_seconds=5.0)
     # 60 s - 10 s of loop - 5 s for the recompile leaves 45 s: 90 steps of 0.5 s.
-    assert fitted == 1 + budget.CALIBRATION_STEPS + 90
+    assert fitted == 1 + budget.SETTLE_STEPS + budget.CALIBRATION_STEPS + 90
     record = _read(str(tmp_path), trainer.TIME_BUDGET_FILE)
     assert record["num_steps"] == fitted and record["seconds_per_step"] == 0.5
     # A later start (a resume) reads the fitted length and does not measure again.
@@ -64,7 +66,7 @@ def test_no_budget_keeps_the_configured_length(tmp_path):
 
 def test_an_exhausted_budget_ends_the_run_at_the_calibration(tmp_path):
     budget = trainer._TimeBudget(_config(0.5).train, str(tmp_path), start_step=7)
-    assert budget.fit(loop_seconds=40.0, step_seconds=0.1, compile_seconds=5.0) == 8 + 10
+    assert budget.fit(loop_seconds=40.0, step_seconds=0.1, compile_seconds=5.0) == 8 + 10 + 20
 
 
 def test_the_loop_trains_the_fitted_length_and_a_resume_keeps_it(tmp_path, fast_clock):
@@ -72,16 +74,16 @@ def test_the_loop_trains_the_fitted_length_and_a_resume_keeps_it(tmp_path, fast_
     config = _config(1.0)
     config.train.checkpoint_every_steps = 3
     trainer.train_and_evaluate(config, workdir)
-    assert _read(workdir, trainer.TIME_BUDGET_FILE)["num_steps"] == 8
-    assert _train_steps(workdir) == list(range(1, 9))
+    assert _read(workdir, trainer.TIME_BUDGET_FILE)["num_steps"] == 9
+    assert _train_steps(workdir) == list(range(1, 10))
     saved = _read(workdir, "config.json")["train"]
-    assert saved["num_steps"] == 8 and saved["epochs"] == 8 * 32 / 512
+    assert saved["num_steps"] == 9 and saved["epochs"] == 9 * 32 / 512
     # Lose the newest checkpoints; a rerun, even with another budget, resumes from step 3 and
     # trains to the stored length without measuring again.
     checkpoints = os.path.join(workdir, "checkpoints")
-    for step in ("6", "8"):
+    for step in ("6", "9"):
         shutil.rmtree(os.path.join(checkpoints, step))
     before = _read(workdir, trainer.TIME_BUDGET_FILE)
     trainer.train_and_evaluate(_config(0.01), workdir)
     assert _read(workdir, trainer.TIME_BUDGET_FILE) == before
-    assert _train_steps(workdir) == list(range(1, 9))
+    assert _train_steps(workdir) == list(range(1, 10))

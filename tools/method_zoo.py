@@ -57,13 +57,20 @@ flags.mark_flag_as_required("root")
 
 
 def recipe(workdir: str) -> dict:
-    """Training crop size and epochs from the run's resolved ``config.json`` (if written)."""
+    """Training crop size, epochs and kNN image size from the run's ``config.json`` (if written).
+
+    A time-budgeted run's ``config.json`` holds the epochs it fitted.
+    """
     config_path = os.path.join(workdir, "config.json")
     if not os.path.exists(config_path):
         return {}
     with open(config_path) as f:
         config = json.load(f)
-    return {"crop_px": config["data"]["image_size"], "epochs": config["train"]["epochs"]}
+    return {
+        "crop_px": config["data"]["image_size"],
+        "epochs": config["train"]["epochs"],
+        "eval_px": config["data"]["eval_image_size"],
+    }
 
 
 def summarize(workdir: str) -> dict:
@@ -157,7 +164,9 @@ def table(records: list[dict]) -> str:
         if r["wall_seconds"] > BUDGET_SECONDS:
             wall += " (over budget)"
         k20 = f"{r['knn_top1_k20']:.3f}" if r.get("knn_top1_k20") is not None else "-"
-        recipe = f"{r['crop_px']} px, {r['epochs']:g}" if "crop_px" in r else "-"
+        recipe = f"{r['crop_px']} px, {r['epochs']:.3g}" if "crop_px" in r else "-"
+        if r.get("eval_px", 32) != 32:
+            recipe += f" (kNN at {r['eval_px']} px)"
         lines.append(
             f"| {r['method']} | `{r['method']}_cifar10.py:cpu` | {recipe} | {wall} | "
             f"{r['step']} | {r['median_img_per_s']:.0f} | {r.get('host', '-')} | "
