@@ -25,6 +25,7 @@ def main() -> None:
     elif command == "export":
         from jaxssl import platform  # noqa: PLC0415
 
+        platform.exec_with_malloc_tunables()
         platform.configure_xla_cpu()
         from jaxssl import export  # noqa: PLC0415
 

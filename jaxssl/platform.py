@@ -1,6 +1,7 @@
-"""Process-level XLA settings that must be in place before JAX creates its backends."""
+"""Process-level settings that must be in place before JAX creates its backends."""
 
 import os
+import sys
 
 # XLA:CPU (jaxlib 0.10) hands each convolution to YNNPACK as an "individual convolution"
 # fusion by default; on 2-core x86 hosts that path is 1.7-2.7x slower for ResNet training
@@ -19,3 +20,39 @@ def configure_xla_cpu() -> None:
     extra = [f for f in CPU_XLA_FLAGS if f.split("=", 1)[0] not in current]
     if extra:
         os.environ["XLA_FLAGS"] = " ".join([current, *extra]).strip()
+
+
+# glibc's malloc hands every buffer above its mmap threshold (adaptive, at most 32 MiB) back
+# to the kernel on free and trims the heap top, so each train step of XLA:CPU (activations of
+# hundreds of MiB, allocated afresh every step) page-faults and zero-fills its working set
+# again: 2.2x of a ViT-Tiny/4 step's time and 1.5x of a full-width ResNet-18's on a 2-core
+# host (README, "Benchmarks"). These tunables keep freed memory in the process (threshold at
+# its 32 MiB ceiling, no trimming) and back larger blocks with transparent huge pages; the
+# process keeps its peak footprint instead of returning it between steps. glibc reads them
+# only at start-up; other C libraries ignore the variable.
+MALLOC_TUNABLES = (
+    "glibc.malloc.mmap_threshold=33554432"
+    ":glibc.malloc.trim_threshold=17179869184"
+    ":glibc.malloc.hugetlb=1"
+)
+# Set to 0 to keep the C library's defaults (no re-exec).
+MALLOC_OPT_OUT = "JAXSSL_MALLOC_TUNING"
+
+
+def exec_with_malloc_tunables() -> None:
+    """Restarts this process (same PID, argv and environment) with ``MALLOC_TUNABLES``.
+
+    Call first thing in a command-line entry point, before anything heavy is imported. Does
+    nothing if ``GLIBC_TUNABLES`` is already set (by the user, or by the restart itself), if
+    ``$JAXSSL_MALLOC_TUNING`` is ``0``, or off Linux.
+    """
+    if (
+        not sys.platform.startswith("linux")
+        or "GLIBC_TUNABLES" in os.environ
+        or os.environ.get(MALLOC_OPT_OUT) == "0"
+    ):
+        return
+    os.environ["GLIBC_TUNABLES"] = MALLOC_TUNABLES
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])

@@ -41,6 +41,7 @@ def main() -> None:
 
     from jaxssl import platform
 
+    platform.exec_with_malloc_tunables()  # the trainer's malloc settings
     platform.configure_xla_cpu()
     import jax
     import jax.numpy as jnp
