@@ -198,6 +198,13 @@ def with_num_steps(config: ml_collections.ConfigDict, num_steps: int) -> ml_coll
     return config
 
 
+def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """``WORKDIR/config.json``: the config the run trains with (process 0 writes it)."""
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+
+
 def make_knn_evaluator(
     config: ml_collections.ConfigDict, model: nn.Module, mesh: jax.sharding.Mesh
 ) -> knn.KNNEvaluator:
@@ -364,9 +371,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         config = with_num_steps(config, num_steps)
         run = build(config, mesh)  # the same state; the step's schedules change
     logging.info("Steps %d to %d.", start_step, num_steps)
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+    _write_config(config, workdir)
 
     train_iter = input_pipeline.make_train_iterator(
         config.data,
@@ -422,9 +427,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 config = with_num_steps(config, num_steps)
                 run = build(config, mesh)
                 progress.total = num_steps
-                if jax.process_index() == 0:
-                    with open(os.path.join(workdir, "config.json"), "w") as f:
-                        f.write(config.to_json_best_effort(indent=2))
+                _write_config(config, workdir)
             is_last = step + 1 == num_steps
             preempted = preemption.reached(step + 1)
             if (step + 1) % config.train.log_every_steps == 0 or is_last or preempted:

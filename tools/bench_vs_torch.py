@@ -2,12 +2,13 @@
 
     python tools/bench_vs_torch.py --torch_python TORCH_VENV/bin/python \
         [--peer_script peer_step_bench.py] [--models resnet18,vit_tiny] [--rounds 1] \
-        [--steps 5] [--out vs_torch.json]
+        [--steps 5] [--precisions fp32,bf16] [--out vs_torch.json]
 
 PyTorch runs in its own venv (``pip install torch torchvision``; jaxssl never imports it),
 given by --torch_python. Per round and model, alternating so that machine noise hits both
-sides alike: jaxssl float32, PyTorch eager float32, jaxssl bfloat16 (fp32 parameters and
-accumulation), PyTorch bf16 ``torch.autocast``. The PyTorch models are
+sides alike: jaxssl float32, PyTorch eager float32 (as it starts, and again with jaxssl's
+glibc malloc tunables, `jaxssl/platform.py`, which jaxssl's entry points set for themselves),
+jaxssl bfloat16 (fp32 parameters and accumulation), PyTorch bf16 ``torch.autocast``. The PyTorch models are
 `tools/torch_peer/step.py`'s copies of jaxssl's (ResNet-18 CIFAR stem / ViT-Tiny/4, SimCLR
 projector, both views in one batch, SGD); with --peer_script, the project-independent
 reference script (torchvision ResNet-18 as solo-learn builds it, eager and torch.compile)
@@ -25,6 +26,9 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from jaxssl import platform  # noqa: E402  (only the malloc settings; no JAX import)
 
 # model -> (jaxssl config overrides, tools/torch_peer/step.py arguments)
 MODELS = {
@@ -70,7 +74,7 @@ def run_jaxssl(model: str, dtype: str, args) -> float:
     return lines[-1]["step_img_per_s"]
 
 
-def run_torch(model: str, mode: str, args) -> float:
+def run_torch(model: str, mode: str, args, malloc_tunables: bool = False) -> float:
     _, torch_args = MODELS[model]
     command = [
         args.torch_python,
@@ -82,7 +86,10 @@ def run_torch(model: str, mode: str, args) -> float:
         f"--threads={args.threads}",
         f"--mode={mode}",
     ]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    if malloc_tunables:
+        env["GLIBC_TUNABLES"] = platform.MALLOC_TUNABLES
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     lines = _json_lines(done.stdout)
     if done.returncode or not lines:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
@@ -113,18 +120,28 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--conv_impl", default="native", help="jaxssl ResNet convolutions")
+    parser.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16")
     parser.add_argument("--out")
     args = parser.parse_args()
 
     samples: dict[str, list[float]] = {}
     for _ in range(args.rounds):
         for model in args.models.split(","):
-            for name, measure in (
-                (f"{model}/jaxssl_fp32", lambda m=model: run_jaxssl(m, "float32", args)),
-                (f"{model}/torch_eager_fp32", lambda m=model: run_torch(m, "eager", args)),
-                (f"{model}/jaxssl_bf16", lambda m=model: run_jaxssl(m, "bfloat16", args)),
-                (f"{model}/torch_autocast_bf16", lambda m=model: run_torch(m, "bf16", args)),
-            ):
+            runs = {
+                "fp32": (
+                    (f"{model}/jaxssl_fp32", lambda m=model: run_jaxssl(m, "float32", args)),
+                    (f"{model}/torch_eager_fp32", lambda m=model: run_torch(m, "eager", args)),
+                    (
+                        f"{model}/torch_eager_fp32_malloc_tunables",
+                        lambda m=model: run_torch(m, "eager", args, malloc_tunables=True),
+                    ),
+                ),
+                "bf16": (
+                    (f"{model}/jaxssl_bf16", lambda m=model: run_jaxssl(m, "bfloat16", args)),
+                    (f"{model}/torch_autocast_bf16", lambda m=model: run_torch(m, "bf16", args)),
+                ),
+            }
+            for name, measure in (r for p in args.precisions.split(",") for r in runs[p]):
                 samples.setdefault(name, []).append(measure())
                 print(f"{name}: {samples[name][-1]:.1f} img/s", file=sys.stderr, flush=True)
         if args.peer_script:
@@ -135,16 +152,14 @@ def main() -> None:
     medians = {name: round(statistics.median(v), 1) for name, v in samples.items()}
     ratios = {}
     for model in args.models.split(","):
-        for precision, torch_name in (
-            ("fp32", "torch_eager_fp32"),
-            ("bf16", "torch_autocast_bf16"),
+        for precision, ours, theirs in (
+            ("fp32", "jaxssl_fp32", "torch_eager_fp32"),
+            ("fp32_both_malloc_tunables", "jaxssl_fp32", "torch_eager_fp32_malloc_tunables"),
+            ("bf16", "jaxssl_bf16", "torch_autocast_bf16"),
         ):
-            ours, theirs = medians[f"{model}/jaxssl_{precision}"], medians[f"{model}/{torch_name}"]
-            ratios[f"{model}/{precision}"] = round(ours / theirs, 2)
-        best_ours = max(medians[f"{model}/jaxssl_fp32"], medians[f"{model}/jaxssl_bf16"])
-        ratios[f"{model}/best_jaxssl_over_torch_eager_fp32"] = round(
-            best_ours / medians[f"{model}/torch_eager_fp32"], 2
-        )
+            if f"{model}/{ours}" in medians and f"{model}/{theirs}" in medians:
+                ratio = medians[f"{model}/{ours}"] / medians[f"{model}/{theirs}"]
+                ratios[f"{model}/{precision}"] = round(ratio, 2)
     result = {
         "img_per_s": medians,
         "jaxssl_over_torch": ratios,
