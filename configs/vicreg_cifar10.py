@@ -15,11 +15,13 @@ Presets (``--config configs/vicreg_cifar10.py:NAME``):
     python -m jaxssl.train --config configs/vicreg_cifar10.py --workdir /tmp/vicreg_c10
 
 * ``cpu``: the shared 2-core budget (``base.apply_cpu_budget``: quarter-width ResNet-18) at
-  16 px training crops for 6 epochs, with VICReg's optimizer and a 1024 -> 1024 -> 1024
-  expander. Measured (``tools/method_zoo.py --methods vicreg``): kNN top-1 0.577 (k=20:
-  0.593) in 28 min 53 s at ~401 img/s on a 2-core AVX-512 host, the best ``cpu`` preset so
-  far. The same at 20 px and 3.6 epochs (before the ``auto`` convolution lowering made 16 px
-  crops 3x cheaper) reached 0.564 (k=20: 0.582) in 26 min 48 s on a faster host.
+  16 px training crops for 26 minutes of training (``train.time_budget_minutes``: as many
+  steps as the host runs in that time), with VICReg's optimizer and a 1024 -> 1024 -> 1024
+  expander, kNN on 24 px test images. Measured (``tools/method_zoo.py --methods vicreg``, on a
+  2-core AMD EPYC with AVX-512): kNN top-1 **0.608** (k=20: 0.632) in 26 min 40 s, 1973 steps
+  (10.1 epochs) at ~693 img/s, the best ``cpu`` preset so far. Earlier forms of the preset:
+  6 epochs with kNN at 32 px, 0.577 (k=20: 0.593) in 28 min 53 s on a slower Intel host; 20 px
+  crops for 3.6 epochs, 0.564 (k=20: 0.582) in 26 min 48 s.
 
     python -m jaxssl.train --config configs/vicreg_cifar10.py:cpu --workdir /tmp/vicreg_cpu
 
