@@ -14,6 +14,9 @@ def main() -> None:
         print(USAGE, file=sys.stderr)
         sys.exit(2)
     command, rest = sys.argv[1], sys.argv[2:]
+    from jaxssl import platform  # noqa: PLC0415
+
+    platform.exec_with_malloc_tunables()  # the console script is the process's own program
     if command == "train":
         from jaxssl import train  # noqa: PLC0415
 
@@ -25,7 +28,6 @@ def main() -> None:
     elif command == "export":
         from jaxssl import platform  # noqa: PLC0415
 
-        platform.exec_with_malloc_tunables()
         platform.configure_xla_cpu()
         from jaxssl import export  # noqa: PLC0415
 

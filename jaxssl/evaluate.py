@@ -523,10 +523,9 @@ def run(argv: list[str] | None = None) -> None:
     The config defaults to ``W/config.json`` (``--config jaxssl/saved_config.py:W``); flags and
     override checking are those of ``jaxssl train`` (`jaxssl.train`).
     """
+    argv = list(sys.argv if argv is None else argv)
     from jaxssl import platform  # noqa: PLC0415
 
-    platform.exec_with_malloc_tunables()
-    argv = list(sys.argv if argv is None else argv)
     platform.configure_xla_cpu()
     # saved_config.py fills missing fields from configs/base.py, which lives beside the package.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -43,7 +43,8 @@ MALLOC_OPT_OUT = "JAXSSL_MALLOC_TUNING"
 def exec_with_malloc_tunables() -> None:
     """Restarts this process (same PID, argv and environment) with ``MALLOC_TUNABLES``.
 
-    Call first thing in a command-line entry point, before anything heavy is imported. Does
+    Call first thing in a program's own entry point (``__main__``, a console script), never
+    from library code: it replaces the calling process, a notebook kernel included. Does
     nothing if ``GLIBC_TUNABLES`` is already set (by the user, or by the restart itself), if
     ``$JAXSSL_MALLOC_TUNING`` is ``0``, or off Linux.
     """

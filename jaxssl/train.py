@@ -109,9 +109,6 @@ def main(argv: list[str]) -> None:
 
 def run(argv: list[str] | None = None) -> None:
     """Parses flags from ``argv`` (default ``sys.argv``) and trains."""
-    from jaxssl import platform  # noqa: PLC0415
-
-    platform.exec_with_malloc_tunables()
     argv = list(sys.argv if argv is None else argv)
     _add_config_root_to_path(argv)
     check_overrides(argv)
@@ -119,4 +116,7 @@ def run(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from jaxssl import platform
+
+    platform.exec_with_malloc_tunables()  # only as the process's own program, never on import
     run()
