@@ -58,3 +58,10 @@ def exec_with_malloc_tunables() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+def configure_program() -> None:
+    """Both settings, for a program's own entry point (a tool's ``main``): the malloc restart,
+    then ``configure_xla_cpu``."""
+    exec_with_malloc_tunables()
+    configure_xla_cpu()

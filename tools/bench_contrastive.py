@@ -38,8 +38,7 @@ def run_case(impl: str, num_embeddings: int, args: argparse.Namespace) -> dict:
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={DEVICES}"
     ).strip()
-    platform.exec_with_malloc_tunables()  # the trainer's malloc settings
-    platform.configure_xla_cpu()
+    platform.configure_program()  # the trainer's malloc and XLA:CPU settings
     import jax
     import ml_collections
     import numpy as np

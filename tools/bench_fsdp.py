@@ -35,8 +35,7 @@ def main(argv):
     ).strip()
     from jaxssl import platform
 
-    platform.exec_with_malloc_tunables()  # the trainer's malloc settings
-    platform.configure_xla_cpu()
+    platform.configure_program()  # the trainer's malloc and XLA:CPU settings
     import jax
     import numpy as np
 

@@ -78,8 +78,7 @@ def measure_device_augment_throughput(
       Source images per second (each makes ``num_views`` views).
     """
     # Imported here: the host-only measurement above never starts JAX.
-    platform.exec_with_malloc_tunables()  # the trainer's malloc settings
-    platform.configure_xla_cpu()  # the trainer's XLA:CPU settings
+    platform.configure_program()  # the trainer's malloc and XLA:CPU settings
     import jax
 
     from jaxssl.data import color

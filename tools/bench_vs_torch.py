@@ -8,11 +8,11 @@ PyTorch runs in its own venv (``pip install torch torchvision``; jaxssl never im
 given by --torch_python. Per round and model, alternating so that machine noise hits both
 sides alike: jaxssl float32, PyTorch eager float32 (as it starts, and again with jaxssl's
 glibc malloc tunables, `jaxssl/platform.py`, which jaxssl's entry points set for themselves),
-jaxssl bfloat16 (fp32 parameters and accumulation), PyTorch bf16 ``torch.autocast``. The PyTorch models are
-`tools/torch_peer/step.py`'s copies of jaxssl's (ResNet-18 CIFAR stem / ViT-Tiny/4, SimCLR
-projector, both views in one batch, SGD); with --peer_script, the project-independent
-reference script (torchvision ResNet-18 as solo-learn builds it, eager and torch.compile)
-also runs. Same global batch on both sides: B=256 per view, 2 views, 32 px. Each
+jaxssl bfloat16 (fp32 parameters and accumulation), PyTorch bf16 ``torch.autocast``. The
+PyTorch models are `tools/torch_peer/step.py`'s copies of jaxssl's (ResNet-18 CIFAR stem /
+ViT-Tiny/4, SimCLR projector, both views in one batch, SGD); with --peer_script, the
+project-independent reference script (torchvision ResNet-18 as solo-learn builds it, eager
+and torch.compile) also runs. Same global batch on both sides: B=256 per view, 2 views, 32 px. Each
 configuration runs in a fresh process (the step alone, synthetic batch; see
 `tools/benchmark.py`). Prints and writes the medians and jaxssl / PyTorch ratios.
 """
