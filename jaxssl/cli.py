@@ -4,7 +4,7 @@ import sys
 
 COMMANDS = ("train", "eval", "export")
 USAGE = """usage:
-  jaxssl train --config configs/X.py[:preset] --workdir DIR [--config.a.b=v ...]
+  jaxssl train --config jaxssl/configs/X.py[:preset] --workdir DIR [--config.a.b=v ...]
   jaxssl eval --workdir DIR [--step N] [--config.a.b=v ...]
   jaxssl export --workdir DIR --out FILE.msgpack [--step N]"""
 

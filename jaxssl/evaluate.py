@@ -527,7 +527,7 @@ def run(argv: list[str] | None = None) -> None:
     from jaxssl import platform  # noqa: PLC0415
 
     platform.configure_xla_cpu()
-    # saved_config.py fills missing fields from configs/base.py, which lives beside the package.
+    # saved_config.py fills missing fields from jaxssl/configs/base.py, which lives beside the package.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from absl import app, flags  # noqa: PLC0415
 

@@ -86,7 +86,7 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--out", required=True, help="The .msgpack file to write.")
     parser.add_argument("--step", type=int, default=None, help="Checkpoint step; default latest.")
     args = parser.parse_args(argv)
-    # saved_config.py fills missing fields from configs/base.py, which lives beside the package.
+    # saved_config.py fills missing fields from jaxssl/configs/base.py, which lives beside the package.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = export(args.workdir, args.out, args.step)
     print(f"Wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB).")

@@ -1,15 +1,15 @@
 """The config a run was trained with, read back from ``WORKDIR/config.json``.
 
-A config file in the ``configs/X.py:ARG`` sense (``get_config(workdir)``), so ``jaxssl eval``
+A config file in the ``jaxssl/configs/X.py:ARG`` sense (``get_config(workdir)``), so ``jaxssl eval``
 loads it with the same ``config_flags`` machinery and ``--config.a.b=v`` overrides as
 ``jaxssl train``:
 
     jaxssl eval --workdir W        # == --config jaxssl/saved_config.py:W
 
 JSON loses two things that command-line overrides need, and both are restored from the
-defaults in ``configs/base.py``: tuples (JSON arrays come back as tuples) and the type of
+defaults in ``jaxssl/configs/base.py``: tuples (JSON arrays come back as tuples) and the type of
 fields saved as ``null`` (e.g. ``data.data_dir``). Fields the saved config lacks (evaluator
-settings added after the run was trained) take their current defaults from ``configs/base.py``,
+settings added after the run was trained) take their current defaults from ``jaxssl/configs/base.py``,
 except in the method section, which belongs to the method config.
 """
 
@@ -59,7 +59,7 @@ def _to_config(
 
 
 def load(workdir: str) -> ml_collections.ConfigDict:
-    """The run config of ``workdir`` (unlocked), missing fields filled from ``configs/base.py``.
+    """The run config of ``workdir`` (unlocked), missing fields filled from ``jaxssl/configs/base.py``.
 
     Args:
       workdir: a training run's directory, holding ``config.json``.
@@ -77,8 +77,8 @@ def load(workdir: str) -> ml_collections.ConfigDict:
         )
     with open(path) as f:
         saved = json.load(f)
-    # configs/ sits beside the package (on sys.path via the config root, as for `jaxssl train`).
-    from configs import base  # noqa: PLC0415
+    # jaxssl/configs/ sits beside the package (on sys.path via the config root, as for `jaxssl train`).
+    from jaxssl.configs import base  # noqa: PLC0415
 
     template = base.get_base_config()
     # The method section is the method config's own (it replaces the base's SimCLR one), so

@@ -1,4 +1,4 @@
-"""Entry point: ``python -m jaxssl.train --config configs/X.py[:preset] --workdir DIR``.
+"""Entry point: ``python -m jaxssl.train --config jaxssl/configs/X.py[:preset] --workdir DIR``.
 
 Config overrides use ml_collections syntax (``--config.optim.base_lr=0.5``); the config is
 locked, so a mistyped key is an error listing the valid ones.
@@ -13,7 +13,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Run config file, optionally with a preset: configs/X.py:cpu.", lock_config=True
+    "config", None, "Run config file, optionally with a preset: jaxssl/configs/X.py:cpu.", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
 _DISTRIBUTED = flags.DEFINE_bool(
@@ -35,7 +35,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _add_config_root_to_path(argv: list[str]) -> None:
-    """Makes ``from configs import base`` work in a config file loaded by path.
+    """Makes ``from jaxssl.configs import base`` work in a config file loaded by path.
 
     Config files live in ``<repo>/configs/``; the repo root is on ``sys.path`` under
     ``python -m`` from the root but not for the ``jaxssl`` console script or other cwds.

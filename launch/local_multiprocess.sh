@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Simulates a multi-host run on one machine: N processes joined by jax.distributed on
 # localhost, each owning D CPU devices (CPU collectives: gloo). The same code path as a pod.
-#   launch/local_multiprocess.sh 2 4 configs/simclr_cifar10.py:smoke /tmp/mp_smoke [--config.x=y ...]
+#   launch/local_multiprocess.sh 2 4 jaxssl/configs/simclr_cifar10.py:smoke /tmp/mp_smoke [--config.x=y ...]
 # Every process's output goes to WORKDIR/logs/process_<i>.log; process 0's is also shown.
 set -euo pipefail
 num_processes="$1"; devices="$2"; config="$3"; workdir="$4"; shift 4

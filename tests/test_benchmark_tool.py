@@ -14,7 +14,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_benchmark_feeds_and_counts_local_views(tmp_path):
     out = tmp_path / "bench.json"
     command = [
-        sys.executable, "tools/benchmark.py", "--config=configs/dino_cifar10.py:smoke",
+        sys.executable, "tools/benchmark.py", "--config=jaxssl/configs/dino_cifar10.py:smoke",
         "--config.data.local_views=2", "--config.data.local_image_size=8",
         "--steps=1", "--pipeline_batches=0", f"--out={out}",
     ]  # fmt: skip

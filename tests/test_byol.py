@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import byol_cifar10, simsiam_cifar10
+from jaxssl.configs import byol_cifar10, simsiam_cifar10
 from jaxssl import sharding, trainer
 from jaxssl.losses import byol as byol_losses
 from jaxssl.methods import byol

@@ -44,7 +44,7 @@ def test_emp_ssl_loss_matches_numpy():
 
 @pytest.mark.slow
 def test_emp_ssl_smoke_trains_and_evaluates_on_bags_of_patches(tmp_path):
-    from configs import emp_ssl_cifar10
+    from jaxssl.configs import emp_ssl_cifar10
     from jaxssl import trainer
 
     config = emp_ssl_cifar10.get_config("smoke")

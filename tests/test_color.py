@@ -14,7 +14,7 @@ import optax
 import pytest
 import tensorflow as tf
 
-from configs import base, simclr_cifar10
+from jaxssl.configs import base, simclr_cifar10
 from jaxssl import sharding, trainer
 from jaxssl import state as state_lib
 from jaxssl import step as step_lib

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from configs import base
+from jaxssl.configs import base
 from jaxssl.data import augment, fake, tfds
 
 BATCH = 8

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import dino_cifar10
+from jaxssl.configs import dino_cifar10
 from jaxssl import sharding, trainer
 from jaxssl.losses import byol as byol_losses
 from jaxssl.losses import distillation

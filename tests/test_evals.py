@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import simclr_cifar10, vicreg_cifar10
+from jaxssl.configs import simclr_cifar10, vicreg_cifar10
 from jaxssl import checkpoint, evaluate, export, platform, saved_config, sharding, trainer
 from jaxssl.evals import knn, linear, spectral
 
@@ -239,7 +239,7 @@ def test_saved_config_restores_tuples_typed_nones_and_new_defaults(tmp_path):
     loaded = saved_config.load(str(tmp_path))
     assert loaded.data.crop_scale == tuple(config.data.crop_scale)
     assert loaded.data.name == "fake" and loaded.model.width == config.model.width
-    assert loaded.evals.linear.holdout_fraction == 0.1  # from configs/base.py
+    assert loaded.evals.linear.holdout_fraction == 0.1  # from jaxssl/configs/base.py
     loaded.data.data_dir = "/somewhere"  # typed str, as in base, though saved as null
 
 

@@ -18,12 +18,12 @@ import jax
 import numpy as np
 import pytest
 
-from configs import simclr_cifar10
+from jaxssl.configs import simclr_cifar10
 from jaxssl import checkpoint, sharding, trainer
 from jaxssl.data import tfds as input_pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMOKE = os.path.join(REPO, "configs/simclr_cifar10.py:smoke")
+SMOKE = os.path.join(REPO, "jaxssl/configs/simclr_cifar10.py:smoke")
 
 
 def _config(steps=4, **train):

@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import byol_cifar10, simclr_cifar10
+from jaxssl.configs import byol_cifar10, simclr_cifar10
 from jaxssl import checkpoint, sharding, trainer
 
 

@@ -14,7 +14,7 @@ def test_every_registered_method_has_a_cpu_preset_on_real_data():
     listed = {name for name, _, _ in method_zoo.METHODS}
     assert listed == set(methods.METHODS), "the zoo table must list every registered method"
     for name, config_file, _ in method_zoo.METHODS:
-        module = importlib.import_module(f"configs.{config_file.removesuffix('.py')}")
+        module = importlib.import_module(f"jaxssl.configs.{config_file.removesuffix('.py')}")
         config = module.get_config("cpu")
         assert config.method.name == name
         assert config.data.name == "cifar10"

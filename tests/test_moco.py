@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import mocov2_cifar10
+from jaxssl.configs import mocov2_cifar10
 from jaxssl import sharding, trainer
 from jaxssl.losses import moco
 from jaxssl.methods import mocov2

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMOKE = os.path.join(REPO, "configs/simclr_cifar10.py:smoke")
+SMOKE = os.path.join(REPO, "jaxssl/configs/simclr_cifar10.py:smoke")
 HEARTBEAT_SECONDS = 10
 
 pytestmark = pytest.mark.slow

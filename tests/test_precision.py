@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import simclr_cifar10
+from jaxssl.configs import simclr_cifar10
 from jaxssl import methods, sharding, trainer
 
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import barlow_twins_cifar10, vicreg_cifar10
+from jaxssl.configs import barlow_twins_cifar10, vicreg_cifar10
 from jaxssl import sharding, trainer
 from jaxssl.losses import redundancy
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import simclr_cifar10
+from jaxssl.configs import simclr_cifar10
 from jaxssl import sharding, trainer
 from jaxssl.methods import simclr
 
@@ -133,7 +133,7 @@ def test_supcon_graphs_give_the_expected_positives():
 
 
 def test_supcon_step_uses_labels():
-    from configs import supcon_cifar10
+    from jaxssl.configs import supcon_cifar10
 
     config = supcon_cifar10.get_config("smoke")
     config.mesh.data = 8

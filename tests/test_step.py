@@ -11,8 +11,8 @@ from jaxssl import methods, sharding, trainer
 
 
 def _smoke_config(method_name):
-    """Every method has ``configs/<method>_cifar10.py`` with a ``smoke`` preset."""
-    return importlib.import_module(f"configs.{method_name}_cifar10").get_config("smoke")
+    """Every method has ``jaxssl/configs/<method>_cifar10.py`` with a ``smoke`` preset."""
+    return importlib.import_module(f"jaxssl.configs.{method_name}_cifar10").get_config("smoke")
 
 
 def _setup(num_devices, method_name="simclr"):

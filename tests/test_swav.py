@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import swav_cifar10
+from jaxssl.configs import swav_cifar10
 from jaxssl import sharding, trainer
 from jaxssl.losses import swav as swav_losses
 from jaxssl.methods import swav

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from configs import simclr_cifar10
+from jaxssl.configs import simclr_cifar10
 from jaxssl import trainer
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from configs import simclr_cifar10
+from jaxssl.configs import simclr_cifar10
 from jaxssl import checkpoint, trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -95,7 +95,7 @@ def test_cli_rejects_unknown_config_key(tmp_path):
             os.path.join(os.path.dirname(sys.executable), "jaxssl"),
             "train",
             "--config",
-            os.path.join(REPO, "configs/simclr_cifar10.py:smoke"),
+            os.path.join(REPO, "jaxssl/configs/simclr_cifar10.py:smoke"),
             "--config.optim.base_lrr=0.1",
             "--workdir",
             str(tmp_path),

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import simclr_vit_cifar10
+from jaxssl.configs import simclr_vit_cifar10
 from jaxssl import sharding, trainer
 from jaxssl.models import ssl_model, vit
 

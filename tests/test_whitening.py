@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import wmse_cifar10
+from jaxssl.configs import wmse_cifar10
 from jaxssl import sharding, trainer
 from jaxssl.losses import whitening
 

@@ -1,6 +1,6 @@
 """Memory per device of a config's train step under data parallelism and FSDP.
 
-    python tools/bench_fsdp.py --config configs/simclr_vit_cifar10.py \
+    python tools/bench_fsdp.py --config jaxssl/configs/simclr_vit_cifar10.py \
         --config.model.backbone=vit_base --config.train.batch_size=64 [--fsdp 1,2,4,8] \
         [--out fsdp.json]
 

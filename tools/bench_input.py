@@ -19,10 +19,10 @@ import time
 
 import ml_collections
 
-# `configs/` is not a package of the install; run from anywhere in the checkout.
+# `jaxssl/configs/` is not a package of the install; run from anywhere in the checkout.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from configs import base  # noqa: E402
+from jaxssl.configs import base  # noqa: E402
 from jaxssl import platform  # noqa: E402
 from jaxssl.data import tfds  # noqa: E402
 

@@ -34,7 +34,7 @@ from jaxssl import platform  # noqa: E402  (only the malloc settings; no JAX imp
 MODELS = {
     "resnet18": (
         [
-            "--config=configs/simclr_cifar10.py",
+            "--config=jaxssl/configs/simclr_cifar10.py",
             "--config.model.width=64",
             "--config.data.image_size=32",
             "--config.model.conv_impl={conv_impl}",
@@ -42,7 +42,7 @@ MODELS = {
         ["--model", "resnet18"],
     ),
     "vit_tiny": (
-        ["--config=configs/simclr_vit_cifar10.py", "--config.data.image_size=32"],
+        ["--config=jaxssl/configs/simclr_vit_cifar10.py", "--config.data.image_size=32"],
         ["--model", "vit_tiny", "--image_size", "32", "--patch", "4"],
     ),
 }

@@ -1,6 +1,6 @@
 """Throughput of a config's train step and input pipeline on this host.
 
-    python tools/benchmark.py --config configs/simclr_cifar10.py:cpu \
+    python tools/benchmark.py --config jaxssl/configs/simclr_cifar10.py:cpu \
         [--config.train.batch_size=256] [--steps 5] [--pipeline_batches 20] [--out bench.json]
 
 Prints one JSON object: train-step images/s (median of --steps timed steps after warm-up;

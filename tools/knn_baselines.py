@@ -1,6 +1,6 @@
 """kNN top-1 baselines a trained model must beat, on the config's dataset.
 
-    python tools/knn_baselines.py --config configs/simclr_cifar10.py:cpu [--out base.json]
+    python tools/knn_baselines.py --config jaxssl/configs/simclr_cifar10.py:cpu [--out base.json]
 
 * raw pixels: each image flattened, centred by its own mean, L2-normalised;
 * random init: the config's backbone with freshly initialized weights (BatchNorm running

@@ -4,7 +4,7 @@
     python tools/method_zoo.py --root /tmp/zoo --methods byol,vicreg
     python tools/method_zoo.py --root /tmp/zoo --collect            # table of finished runs
 
-Each method runs as ``jaxssl train --config configs/<method>_cifar10.py:cpu --workdir
+Each method runs as ``jaxssl train --config jaxssl/configs/<method>_cifar10.py:cpu --workdir
 ROOT/<method>`` in a fresh process, one after the other (never two at once: on a 2-core host
 they would slow each other and the wall times would say nothing). The tool times each run's
 wall clock (start-up, compilation, training and the final kNN pass) and writes it to
@@ -125,7 +125,7 @@ def run_one(method: str, config_file: str, root: str, overrides: list[str]) -> d
     workdir = os.path.join(root, method)
     command = [
         sys.executable, "-m", "jaxssl.train",
-        f"--config={os.path.join('configs', config_file)}:cpu",
+        f"--config={os.path.join('jaxssl', 'configs', config_file)}:cpu",
         f"--workdir={workdir}", "--config.train.progress_bar=false", *overrides,
     ]  # fmt: skip
     print(f"[{method}] {' '.join(command[2:])}", flush=True)
@@ -141,7 +141,7 @@ def run_one(method: str, config_file: str, root: str, overrides: list[str]) -> d
         )
     record = {
         "method": method,
-        "command": f"jaxssl train --config configs/{config_file}:cpu --workdir W "
+        "command": f"jaxssl train --config jaxssl/configs/{config_file}:cpu --workdir W "
         + " ".join(overrides),
         "wall_seconds": wall,
         "host": host_cpu(),

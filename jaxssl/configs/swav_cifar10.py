@@ -1,6 +1,6 @@
 """SwAV on CIFAR-10 with a ResNet-18 (CIFAR stem).
 
-Presets (``--config configs/swav_cifar10.py:NAME``):
+Presets (``--config jaxssl/configs/swav_cifar10.py:NAME``):
 
 * default: solo-learn's CIFAR recipe (``scripts/pretrain/cifar/swav.yaml``): ResNet-18 CIFAR
   stem, batch 256, LARS (lr 0.6 x B/256, weight decay 1e-6, eta 0.02, biases and norms
@@ -15,7 +15,7 @@ Presets (``--config configs/swav_cifar10.py:NAME``):
   learnable weight-norm gain, no LARS ``clip_lr``, and the queue joins Sinkhorn-Knopp once
   full (15 steps after epoch 50) rather than at epoch 50.
 
-    python -m jaxssl.train --config configs/swav_cifar10.py --workdir /tmp/swav_c10
+    python -m jaxssl.train --config jaxssl/configs/swav_cifar10.py --workdir /tmp/swav_c10
 
   Multi-crop (the paper's 2 x 224 + 6 x 96 on ImageNet) is optional:
   ``--config.data.local_views=6`` adds 6 views of ``data.local_image_size`` (16) px that
@@ -29,12 +29,12 @@ Presets (``--config configs/swav_cifar10.py:NAME``):
   loss (kNN 0.322); 100 prototypes (fewer than the 128 projection dimensions) collapsed
   within 20 steps to scores of 0 against every prototype, which ``build_model`` now refuses.
 
-    python -m jaxssl.train --config configs/swav_cifar10.py:cpu --workdir /tmp/swav_cpu
+    python -m jaxssl.train --config jaxssl/configs/swav_cifar10.py:cpu --workdir /tmp/swav_cpu
 
 * ``smoke``: tiny model, fake data, 16 prototypes, prototypes frozen for the first step and a
   queue of one batch (in use from the second step), 2 global views only. Used by tests.
 
-    python -m jaxssl.train --config configs/swav_cifar10.py:smoke --workdir /tmp/smoke
+    python -m jaxssl.train --config jaxssl/configs/swav_cifar10.py:smoke --workdir /tmp/smoke
 
 References:
   Caron et al., Unsupervised Learning of Visual Features by Contrasting Cluster Assignments
@@ -44,7 +44,7 @@ References:
 
 import ml_collections
 
-from configs import base
+from jaxssl.configs import base
 
 PRESETS = ("default", "cpu", "smoke")
 

@@ -4,7 +4,7 @@ SimCLR's pipeline with the label graph: ``method.graph="label"`` uses every labe
 ``method.graph="union"`` with ``method.label_fraction=f`` is the semi-supervised variant
 (positives: same class among the labelled fraction, same image otherwise).
 
-Presets (``--config configs/supcon_cifar10.py:NAME``):
+Presets (``--config jaxssl/configs/supcon_cifar10.py:NAME``):
 
 * default: the paper's CIFAR recipe on a ResNet-18: batch 1024, SGD with momentum 0.9 at lr
   0.5 for batch 1024 (``base_lr`` 0.125 per 256 images), weight decay 1e-4, temperature 0.1,
@@ -12,7 +12,7 @@ Presets (``--config configs/supcon_cifar10.py:NAME``):
   on CIFAR-10 with a ResNet-50 (Khosla et al. 2020, Table 2); not run here, and no ResNet-18
   figure is claimed.
 
-    python -m jaxssl.train --config configs/supcon_cifar10.py --workdir /tmp/supcon_c10
+    python -m jaxssl.train --config jaxssl/configs/supcon_cifar10.py --workdir /tmp/supcon_c10
 
 * ``cpu``: SimCLR's ``cpu`` optimizer (LARS lr 0.4, eta 0.02, weight decay 1e-5) with the
   label graph, temperature 0.1, at 16 px training crops for 5 epochs (the ``auto``
@@ -22,7 +22,7 @@ Presets (``--config configs/supcon_cifar10.py:NAME``):
   sees the labels. Measured (``tools/method_zoo.py --methods supcon``): kNN top-1 0.570
   (k=20: 0.581) in 22 min 15 s at ~440 img/s on a 2-core AVX-512 host.
 
-    python -m jaxssl.train --config configs/supcon_cifar10.py:cpu --workdir /tmp/supcon_cpu
+    python -m jaxssl.train --config jaxssl/configs/supcon_cifar10.py:cpu --workdir /tmp/supcon_cpu
 
 * ``smoke``: tiny model, fake data, a handful of steps. Used by tests.
 
@@ -33,7 +33,7 @@ References:
 
 import ml_collections
 
-from configs import base, simclr_cifar10
+from jaxssl.configs import base, simclr_cifar10
 
 PRESETS = ("default", "cpu", "smoke")
 

@@ -1,6 +1,6 @@
 """BYOL on CIFAR-10 with a ResNet-18 (CIFAR stem).
 
-Presets (``--config configs/byol_cifar10.py:NAME``):
+Presets (``--config jaxssl/configs/byol_cifar10.py:NAME``):
 
 * default: solo-learn's CIFAR recipe: ResNet-18 CIFAR stem, batch 256, LARS (lr 1.0 x B/256,
   weight decay 1e-5, eta 0.02, biases and norms excluded), 10 warmup epochs + cosine,
@@ -10,7 +10,7 @@ Presets (``--config configs/byol_cifar10.py:NAME``):
   config's symmetric pipeline (solo-learn solarizes one of the two views with p=0.2). Needs
   an accelerator; not run here.
 
-    python -m jaxssl.train --config configs/byol_cifar10.py --workdir /tmp/byol_c10
+    python -m jaxssl.train --config jaxssl/configs/byol_cifar10.py --workdir /tmp/byol_c10
 
 * ``cpu``: the ``simclr_cifar10.py:cpu`` budget (2-core CPU, <= 30 minutes: quarter-width
   ResNet-18, 20 px training crops) with BYOL's heads and optimizer, 3 epochs (585 steps).
@@ -18,11 +18,11 @@ Presets (``--config configs/byol_cifar10.py:NAME``):
   09 s at ~218 img/s; above the random-init 0.308, below raw pixels (0.442) and SimCLR's
   0.540: BYOL's target starts as a random network and bootstraps slowly in 3 epochs.
 
-    python -m jaxssl.train --config configs/byol_cifar10.py:cpu --workdir /tmp/byol_cpu
+    python -m jaxssl.train --config jaxssl/configs/byol_cifar10.py:cpu --workdir /tmp/byol_cpu
 
 * ``smoke``: tiny model, fake data, a handful of steps; well under a minute. Used by tests.
 
-    python -m jaxssl.train --config configs/byol_cifar10.py:smoke --workdir /tmp/smoke
+    python -m jaxssl.train --config jaxssl/configs/byol_cifar10.py:smoke --workdir /tmp/smoke
 
 References:
   Grill et al., Bootstrap Your Own Latent, NeurIPS 2020. https://arxiv.org/abs/2006.07733
@@ -31,7 +31,7 @@ References:
 
 import ml_collections
 
-from configs import base
+from jaxssl.configs import base
 
 PRESETS = ("default", "cpu", "smoke")
 

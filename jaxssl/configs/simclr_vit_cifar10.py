@@ -3,7 +3,7 @@
 The SimCLR method of ``simclr_cifar10.py`` with a transformer backbone, optimized the way
 transformers are (AdamW, weight decay 0.1 on matrices only, warmup + cosine).
 
-Presets (``--config configs/simclr_vit_cifar10.py:NAME``):
+Presets (``--config jaxssl/configs/simclr_vit_cifar10.py:NAME``):
 
 * default: ViT-Tiny/4 on 32 px images (64 patch tokens + CLS), batch 512, AdamW (lr 5e-4 x
   B/256, weight decay 0.1, betas 0.9/0.999), 10 warmup epochs + cosine, temperature 0.2,
@@ -11,7 +11,7 @@ Presets (``--config configs/simclr_vit_cifar10.py:NAME``):
   no published number for this exact recipe is claimed (ViT-Tiny SSL recipes on CIFAR-10
   reported by e.g. solo-learn reach high-80s linear accuracy with longer schedules).
 
-    python -m jaxssl.train --config configs/simclr_vit_cifar10.py --workdir /tmp/simclr_vit
+    python -m jaxssl.train --config jaxssl/configs/simclr_vit_cifar10.py --workdir /tmp/simclr_vit
 
   Sharded over hosts: add ``--config.mesh.fsdp=N`` to split parameters and optimizer state
   over groups of N devices (README, "TPU and GPU").
@@ -22,7 +22,7 @@ Presets (``--config configs/simclr_vit_cifar10.py:NAME``):
   CIFAR-10 test split after 683 steps at ~190 img/s (~31 min of training on 2 idle cores);
   raw pixels give 0.442.
 
-    python -m jaxssl.train --config configs/simclr_vit_cifar10.py:cpu --workdir /tmp/vit_cpu
+    python -m jaxssl.train --config jaxssl/configs/simclr_vit_cifar10.py:cpu --workdir /tmp/vit_cpu
 
 * ``smoke``: ViT-Tiny/8 on 16 px fake data, a handful of steps. Used by tests.
 
@@ -35,7 +35,7 @@ References:
 
 import ml_collections
 
-from configs import base, simclr_cifar10
+from jaxssl.configs import base, simclr_cifar10
 
 PRESETS = ("default", "cpu", "smoke")
 

@@ -1,6 +1,6 @@
 """DINO on CIFAR-10 with a ResNet-18 (CIFAR stem).
 
-Presets (``--config configs/dino_cifar10.py:NAME``):
+Presets (``--config jaxssl/configs/dino_cifar10.py:NAME``):
 
 * default: solo-learn's CIFAR recipe (``scripts/pretrain/cifar/dino.yaml`` and the DINO
   method defaults): ResNet-18 CIFAR stem, 2 global 32 px views and no local views, batch 256,
@@ -14,7 +14,7 @@ Presets (``--config configs/dino_cifar10.py:NAME``):
   one of the two views with p=0.2) and our LARS has no ``clip_lr``. Needs an accelerator;
   not run here.
 
-    python -m jaxssl.train --config configs/dino_cifar10.py --workdir /tmp/dino_c10
+    python -m jaxssl.train --config jaxssl/configs/dino_cifar10.py --workdir /tmp/dino_c10
 
 * ``cpu``: the shared CPU budget (``base.apply_cpu_budget``: quarter-width ResNet-18) with
   16 px global crops of scale (0.4, 1) and DINO's multi-crop: 2 local views of 8 px per image
@@ -26,18 +26,18 @@ Presets (``--config configs/dino_cifar10.py:NAME``):
   so a step costs ~1.7x SimCLR's at the same crop size. Before the ``auto`` convolution
   lowering, the local views' 2x2 last-stage maps made the step 2.8x SimCLR's; the
   20 px / 12 px version of this preset took 6.7 s per step on a 2-core AVX2 host, 3.5 s with
-  ``auto``, and this one 2.1 s (``tools/benchmark.py --config configs/dino_cifar10.py:cpu``).
+  ``auto``, and this one 2.1 s (``tools/benchmark.py --config jaxssl/configs/dino_cifar10.py:cpu``).
   Measured (``tools/method_zoo.py --methods dino``): kNN top-1 0.386 (k=20: 0.406) in 24 min
   53 s at ~558 views/s on a 2-core AVX-512 host; loss 8.06 -> 7.06, teacher entropy 7.83 ->
   6.34 (log 4096 = 8.32): the teacher sharpens, but 3.5 epochs are early days for DINO.
 
-    python -m jaxssl.train --config configs/dino_cifar10.py:cpu --workdir /tmp/dino_cpu
+    python -m jaxssl.train --config jaxssl/configs/dino_cifar10.py:cpu --workdir /tmp/dino_cpu
 
 * ``smoke``: tiny model, 32 output units, fake data, 4 steps, no local views (the schedules
   shortened so the frozen and trained last layer and the temperature warm-up all occur).
   Used by tests.
 
-    python -m jaxssl.train --config configs/dino_cifar10.py:smoke --workdir /tmp/smoke
+    python -m jaxssl.train --config jaxssl/configs/dino_cifar10.py:smoke --workdir /tmp/smoke
 
 References:
   Caron et al., Emerging Properties in Self-Supervised Vision Transformers (DINO), ICCV 2021.
@@ -47,7 +47,7 @@ References:
 
 import ml_collections
 
-from configs import base
+from jaxssl.configs import base
 
 PRESETS = ("default", "cpu", "smoke")
 

@@ -1,13 +1,13 @@
 """NNCLR on CIFAR-10 with a ResNet-18 (CIFAR stem).
 
-Presets (``--config configs/nnclr_cifar10.py:NAME``):
+Presets (``--config jaxssl/configs/nnclr_cifar10.py:NAME``):
 
 * default: solo-learn's CIFAR recipe: batch 256, LARS (lr 0.4 x B/256, weight decay 1e-5,
   eta 0.02), 10 warmup epochs + cosine, projector 2048 -> 256 (3 layers, BN), predictor
   4096 -> 256, temperature 0.2, support queue 65,536, 1000 epochs. No published figure is
   claimed for this recipe here; not run here.
 
-    python -m jaxssl.train --config configs/nnclr_cifar10.py --workdir /tmp/nnclr_c10
+    python -m jaxssl.train --config jaxssl/configs/nnclr_cifar10.py --workdir /tmp/nnclr_c10
 
 * ``cpu``: the shared 2-core budget (``base.apply_cpu_budget``), support queue 8,192,
   projector and predictor 1024 wide. Measured (``tools/method_zoo.py --methods nnclr``, on a
@@ -16,7 +16,7 @@ Presets (``--config configs/nnclr_cifar10.py:NAME``):
   pixels (0.442). In 3.6 epochs the queue's nearest neighbours come from a young embedding,
   so the positives are noisier than SimCLR's second view.
 
-    python -m jaxssl.train --config configs/nnclr_cifar10.py:cpu --workdir /tmp/nnclr_cpu
+    python -m jaxssl.train --config jaxssl/configs/nnclr_cifar10.py:cpu --workdir /tmp/nnclr_cpu
 
 * ``smoke``: tiny model, fake data, a support queue of 128. Used by tests.
 
@@ -27,7 +27,7 @@ References:
 
 import ml_collections
 
-from configs import base
+from jaxssl.configs import base
 
 PRESETS = ("default", "cpu", "smoke")
 

@@ -1,19 +1,19 @@
 """MoCo v2 (symmetric, as solo-learn's MoCo v2+) on CIFAR-10 with a ResNet-18 (CIFAR stem).
 
-Presets (``--config configs/mocov2_cifar10.py:NAME``):
+Presets (``--config jaxssl/configs/mocov2_cifar10.py:NAME``):
 
 * default: solo-learn's CIFAR recipe for MoCo v2+: batch 256, SGD (lr 0.3 x B/256, momentum
   0.9, weight decay 1e-4), 10 warmup epochs + cosine, projector 2048 -> 256, temperature 0.2,
   queue 32,768 keys, key-encoder momentum 0.99 -> 1 (cosine), 1000 epochs. solo-learn reports
   about 92-93% linear top-1 for this recipe; not run here, and not re-checked.
 
-    python -m jaxssl.train --config configs/mocov2_cifar10.py --workdir /tmp/mocov2_c10
+    python -m jaxssl.train --config jaxssl/configs/mocov2_cifar10.py --workdir /tmp/mocov2_c10
 
 * ``cpu``: the shared 2-core budget (``base.apply_cpu_budget``), queue 4,096 keys (8 steps),
   3 epochs (585 steps). Measured (``tools/method_zoo.py --methods mocov2``): kNN top-1 0.447
   (k=20: 0.471) in 26 min 08 s at ~218 img/s, just above raw pixels (0.442).
 
-    python -m jaxssl.train --config configs/mocov2_cifar10.py:cpu --workdir /tmp/mocov2_cpu
+    python -m jaxssl.train --config jaxssl/configs/mocov2_cifar10.py:cpu --workdir /tmp/mocov2_cpu
 
 * ``smoke``: tiny model, fake data, a queue of 128 keys. Used by tests.
 
@@ -24,7 +24,7 @@ References:
 
 import ml_collections
 
-from configs import base
+from jaxssl.configs import base
 
 PRESETS = ("default", "cpu", "smoke")
 

@@ -1,13 +1,13 @@
 """MoCo v3 on CIFAR-10 with a ResNet-18 (CIFAR stem).
 
-Presets (``--config configs/mocov3_cifar10.py:NAME``):
+Presets (``--config jaxssl/configs/mocov3_cifar10.py:NAME``):
 
 * default: solo-learn's CIFAR recipe for MoCo v3 (ResNet-18): batch 256, LARS (lr 0.3 x B/256,
   weight decay 1e-6, eta 0.02), 10 warmup epochs + cosine, projector 4096 -> 256 (3 layers, BN),
   predictor 4096 -> 256, temperature 0.2, momentum 0.99 -> 1 (cosine), 1000 epochs. No
   published figure is claimed for this exact recipe; not run here.
 
-    python -m jaxssl.train --config configs/mocov3_cifar10.py --workdir /tmp/mocov3_c10
+    python -m jaxssl.train --config jaxssl/configs/mocov3_cifar10.py --workdir /tmp/mocov3_c10
 
   For ViTs (the paper's setting): ``--config.model.backbone=vit_small
   --config.optim.name=adamw --config.optim.base_lr=1.5e-4 --config.optim.weight_decay=0.1``.
@@ -18,7 +18,7 @@ Presets (``--config configs/mocov3_cifar10.py:NAME``):
   host of the other cpu rows): kNN top-1 0.452 (k=20: 0.476) in 29 min 44 s at ~197 img/s,
   585 steps; above raw pixels (0.442) and random init (0.308).
 
-    python -m jaxssl.train --config configs/mocov3_cifar10.py:cpu --workdir /tmp/mocov3_cpu
+    python -m jaxssl.train --config jaxssl/configs/mocov3_cifar10.py:cpu --workdir /tmp/mocov3_cpu
 
 * ``smoke``: tiny model, fake data, a handful of steps. Used by tests.
 
@@ -29,7 +29,7 @@ References:
 
 import ml_collections
 
-from configs import base
+from jaxssl.configs import base
 
 PRESETS = ("default", "cpu", "smoke")
 

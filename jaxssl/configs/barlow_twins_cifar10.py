@@ -1,6 +1,6 @@
 """Barlow Twins on CIFAR-10 with a ResNet-18 (CIFAR stem).
 
-Presets (``--config configs/barlow_twins_cifar10.py:NAME``):
+Presets (``--config jaxssl/configs/barlow_twins_cifar10.py:NAME``):
 
 * default: solo-learn's CIFAR recipe: ResNet-18 CIFAR stem, batch 256, LARS (lr 0.3 x B/256,
   weight decay 1e-4, eta 0.02, biases and norms excluded), 10 warmup epochs + cosine,
@@ -12,7 +12,7 @@ Presets (``--config configs/barlow_twins_cifar10.py:NAME``):
   with p=0.2), and both views share the projector's BatchNorm statistics. Needs an
   accelerator; not run here.
 
-    python -m jaxssl.train --config configs/barlow_twins_cifar10.py --workdir /tmp/bt_c10
+    python -m jaxssl.train --config jaxssl/configs/barlow_twins_cifar10.py --workdir /tmp/bt_c10
 
 * ``cpu``: the ``simclr_cifar10.py:cpu`` budget (2-core CPU, ~30 minutes: quarter-width
   ResNet-18, 20 px training crops, 3.6 epochs) with Barlow Twins' optimizer and a
@@ -20,11 +20,11 @@ Presets (``--config configs/barlow_twins_cifar10.py:NAME``):
   kNN top-1 0.517 (k=20: 0.531) in 26 min 09 s at ~261 img/s, above raw pixels (0.442) and
   random init (0.308).
 
-    python -m jaxssl.train --config configs/barlow_twins_cifar10.py:cpu --workdir /tmp/bt_cpu
+    python -m jaxssl.train --config jaxssl/configs/barlow_twins_cifar10.py:cpu --workdir /tmp/bt_cpu
 
 * ``smoke``: tiny model, fake data, a handful of steps; well under a minute. Used by tests.
 
-    python -m jaxssl.train --config configs/barlow_twins_cifar10.py:smoke --workdir /tmp/smoke
+    python -m jaxssl.train --config jaxssl/configs/barlow_twins_cifar10.py:smoke --workdir /tmp/smoke
 
 References:
   Zbontar et al., Barlow Twins: Self-Supervised Learning via Redundancy Reduction, ICML 2021.
@@ -34,7 +34,7 @@ References:
 
 import ml_collections
 
-from configs import base
+from jaxssl.configs import base
 
 PRESETS = ("default", "cpu", "smoke")
 

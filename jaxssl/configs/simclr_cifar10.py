@@ -1,6 +1,6 @@
 """SimCLR on CIFAR-10 with a ResNet-18 (CIFAR stem).
 
-Presets (``--config configs/simclr_cifar10.py:NAME``):
+Presets (``--config jaxssl/configs/simclr_cifar10.py:NAME``):
 
 * default: the published recipe: ResNet-18 CIFAR stem, batch 512, LARS (lr 0.3 x B/256,
   weight decay 1e-6, eta 1e-3), 10 warmup epochs + cosine, temperature 0.2, projector
@@ -8,22 +8,22 @@ Presets (``--config configs/simclr_cifar10.py:NAME``):
   ResNet-18 runs of 800-1000 epochs reported by solo-learn and others); needs an
   accelerator (one GPU-day class). Not run on CPU.
 
-    python -m jaxssl.train --config configs/simclr_cifar10.py --workdir /tmp/simclr_c10
+    python -m jaxssl.train --config jaxssl/configs/simclr_cifar10.py --workdir /tmp/simclr_c10
 
 * ``cpu``: tuned to learn as much as possible in <= 30 minutes on a 2-core CPU. Measured:
   kNN top-1 0.540 on the CIFAR-10 test split after 19 min 35 s wall (703 steps, ~350 img/s),
   vs 0.442 for raw pixels and 0.308 for the same network at random init.
 
-    python -m jaxssl.train --config configs/simclr_cifar10.py:cpu --workdir /tmp/simclr_cpu
+    python -m jaxssl.train --config jaxssl/configs/simclr_cifar10.py:cpu --workdir /tmp/simclr_cpu
 
 * ``smoke``: tiny model, fake data, a handful of steps; well under a minute. Used by tests.
 
-    python -m jaxssl.train --config configs/simclr_cifar10.py:smoke --workdir /tmp/smoke
+    python -m jaxssl.train --config jaxssl/configs/simclr_cifar10.py:smoke --workdir /tmp/smoke
 """
 
 import ml_collections
 
-from configs import base
+from jaxssl.configs import base
 
 PRESETS = ("default", "cpu", "smoke")
 

@@ -1,6 +1,6 @@
 """SimSiam on CIFAR-10 with a ResNet-18 (CIFAR stem).
 
-Presets (``--config configs/simsiam_cifar10.py:NAME``):
+Presets (``--config jaxssl/configs/simsiam_cifar10.py:NAME``):
 
 * default: solo-learn's CIFAR recipe: ResNet-18 CIFAR stem, batch 256, SGD (lr 0.5 x B/256,
   momentum 0.9, weight decay 1e-5), 10 warmup epochs + cosine, 3-layer BN projector
@@ -9,7 +9,7 @@ Presets (``--config configs/simsiam_cifar10.py:NAME``):
   epochs; the SimSiam paper reports 91.8% after 800 epochs with its own recipe). Needs an
   accelerator; not run here.
 
-    python -m jaxssl.train --config configs/simsiam_cifar10.py --workdir /tmp/simsiam_c10
+    python -m jaxssl.train --config jaxssl/configs/simsiam_cifar10.py --workdir /tmp/simsiam_c10
 
 * ``cpu``: the ``simclr_cifar10.py:cpu`` budget (2-core CPU, ~30 minutes: quarter-width
   ResNet-18, 20 px training crops, 3.6 epochs) with SimSiam's optimizer and half-width heads
@@ -20,11 +20,11 @@ Presets (``--config configs/simsiam_cifar10.py:NAME``):
   the normalized projections ~0.030 against 1/sqrt(1024) = 0.031) and the loss falls from
   -0.01 to -0.66; like BYOL, SimSiam bootstraps from a random target and starts slowly.
 
-    python -m jaxssl.train --config configs/simsiam_cifar10.py:cpu --workdir /tmp/simsiam_cpu
+    python -m jaxssl.train --config jaxssl/configs/simsiam_cifar10.py:cpu --workdir /tmp/simsiam_cpu
 
 * ``smoke``: tiny model, fake data, a handful of steps; well under a minute. Used by tests.
 
-    python -m jaxssl.train --config configs/simsiam_cifar10.py:smoke --workdir /tmp/smoke
+    python -m jaxssl.train --config jaxssl/configs/simsiam_cifar10.py:smoke --workdir /tmp/smoke
 
 References:
   Chen & He, Exploring Simple Siamese Representation Learning, CVPR 2021.
@@ -34,7 +34,7 @@ References:
 
 import ml_collections
 
-from configs import base
+from jaxssl.configs import base
 
 PRESETS = ("default", "cpu", "smoke")
 

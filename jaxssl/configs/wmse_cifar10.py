@@ -1,6 +1,6 @@
 """W-MSE on CIFAR-10 with a ResNet-18 (CIFAR stem).
 
-Presets (``--config configs/wmse_cifar10.py:NAME``):
+Presets (``--config jaxssl/configs/wmse_cifar10.py:NAME``):
 
 * default: the reference CIFAR-10 recipe (Ermolov et al. 2021): batch 256 of 2 views (W-MSE 2),
   whitening sub-batches of 128 (w_iter 1, eps 0), head 1024 -> 64, Adam lr 3e-3 with weight
@@ -8,14 +8,14 @@ Presets (``--config configs/wmse_cifar10.py:NAME``):
   linear top-1 on CIFAR-10 for W-MSE 2 with a ResNet-18 (figure not re-checked against the
   paper here); not run here.
 
-    python -m jaxssl.train --config configs/wmse_cifar10.py --workdir /tmp/wmse_c10
+    python -m jaxssl.train --config jaxssl/configs/wmse_cifar10.py --workdir /tmp/wmse_c10
 
 * ``cpu``: the shared 2-core budget (``base.apply_cpu_budget``) at 16 px training crops for
   6 epochs (as VICReg's), with the same head and Adam. Measured (``tools/method_zoo.py
   --methods wmse``): kNN top-1 0.498 (k=20: 0.521) in 28 min 54 s at ~405 img/s on a 2-core
   AVX-512 host.
 
-    python -m jaxssl.train --config configs/wmse_cifar10.py:cpu --workdir /tmp/wmse_cpu
+    python -m jaxssl.train --config jaxssl/configs/wmse_cifar10.py:cpu --workdir /tmp/wmse_cpu
 
 * ``smoke``: tiny model, fake data, a handful of steps. Used by tests (sub-batches of 16 >
   the 8-d head).
@@ -27,7 +27,7 @@ References:
 
 import ml_collections
 
-from configs import base
+from jaxssl.configs import base
 
 PRESETS = ("default", "cpu", "smoke")
 

@@ -1,6 +1,6 @@
 """VICReg on CIFAR-10 with a ResNet-18 (CIFAR stem).
 
-Presets (``--config configs/vicreg_cifar10.py:NAME``):
+Presets (``--config jaxssl/configs/vicreg_cifar10.py:NAME``):
 
 * default: solo-learn's CIFAR recipe: ResNet-18 CIFAR stem, batch 256, LARS (lr 0.3 x B/256,
   weight decay 1e-4, eta 0.02, biases and norms excluded), 10 warmup epochs + cosine,
@@ -12,7 +12,7 @@ Presets (``--config configs/vicreg_cifar10.py:NAME``):
   (solo-learn's ``clip_lr``) and both views share the expander's BatchNorm statistics.
   Needs an accelerator; not run here.
 
-    python -m jaxssl.train --config configs/vicreg_cifar10.py --workdir /tmp/vicreg_c10
+    python -m jaxssl.train --config jaxssl/configs/vicreg_cifar10.py --workdir /tmp/vicreg_c10
 
 * ``cpu``: the shared 2-core budget (``base.apply_cpu_budget``: quarter-width ResNet-18) at
   16 px training crops for 26 minutes of training (``train.time_budget_minutes``: as many
@@ -23,11 +23,11 @@ Presets (``--config configs/vicreg_cifar10.py:NAME``):
   6 epochs with kNN at 32 px, 0.577 (k=20: 0.593) in 28 min 53 s on a slower Intel host; 20 px
   crops for 3.6 epochs, 0.564 (k=20: 0.582) in 26 min 48 s.
 
-    python -m jaxssl.train --config configs/vicreg_cifar10.py:cpu --workdir /tmp/vicreg_cpu
+    python -m jaxssl.train --config jaxssl/configs/vicreg_cifar10.py:cpu --workdir /tmp/vicreg_cpu
 
 * ``smoke``: tiny model, fake data, a handful of steps; well under a minute. Used by tests.
 
-    python -m jaxssl.train --config configs/vicreg_cifar10.py:smoke --workdir /tmp/smoke
+    python -m jaxssl.train --config jaxssl/configs/vicreg_cifar10.py:smoke --workdir /tmp/smoke
 
 References:
   Bardes, Ponce & LeCun, VICReg: Variance-Invariance-Covariance Regularization for
@@ -37,7 +37,7 @@ References:
 
 import ml_collections
 
-from configs import base
+from jaxssl.configs import base
 
 PRESETS = ("default", "cpu", "smoke")
 

@@ -1,6 +1,6 @@
 """EMP-SSL on CIFAR-10 with a ResNet-18 (CIFAR stem).
 
-Presets (``--config configs/emp_ssl_cifar10.py:NAME``):
+Presets (``--config jaxssl/configs/emp_ssl_cifar10.py:NAME``):
 
 * default: the paper's one-epoch CIFAR-10 setup as its reference code runs it: 20 patches of
   32 px per image (random resized crops of 1/4 of the area, square), SimCLR colour
@@ -12,7 +12,7 @@ Presets (``--config configs/emp_ssl_cifar10.py:NAME``):
   embeds the full image instead). For 200 patches: ``--config.data.num_views=200``. Not run
   here.
 
-    python -m jaxssl.train --config configs/emp_ssl_cifar10.py --workdir /tmp/emp_c10
+    python -m jaxssl.train --config jaxssl/configs/emp_ssl_cifar10.py --workdir /tmp/emp_c10
 
 * ``cpu``: quarter-width ResNet-18, 8 patches of 16 px (from 1/4 of the area), 1 epoch.
   Measured (``tools/method_zoo.py --methods emp_ssl``): kNN top-1 0.431 (k=20: 0.446) on the
@@ -30,7 +30,7 @@ References:
 
 import ml_collections
 
-from configs import base
+from jaxssl.configs import base
 
 PRESETS = ("default", "cpu", "smoke")
 
