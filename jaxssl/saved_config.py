@@ -77,6 +77,9 @@ def load(workdir: str) -> ml_collections.ConfigDict:
         )
     with open(path) as f:
         saved = json.load(f)
+    # Runs from before the host/device split of the augmentation saved this switch; the
+    # pipeline no longer has it (crops on the host, colours in the train step, always).
+    saved.get("data", {}).pop("augment_on_device", None)
     # jaxssl/configs/ sits beside the package (on sys.path via the config root, as for `jaxssl train`).
     from jaxssl.configs import base  # noqa: PLC0415
 
