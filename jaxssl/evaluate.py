@@ -22,7 +22,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -517,56 +516,3 @@ def markdown_table(report: dict[str, Any]) -> str:
     if files:
         lines += ["Figures: " + ", ".join(os.path.basename(p) for p in files.values()), ""]
     return "\n".join(lines)
-
-
-def _flag_value(argv: list[str], name: str) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg.startswith(f"--{name}="):
-            return arg.split("=", 1)[1]
-        if arg == f"--{name}" and i + 1 < len(argv):
-            return argv[i + 1]
-    return None
-
-
-def run(argv: list[str] | None = None) -> None:
-    """``jaxssl eval --workdir W [--step N] [--config.X=...]``: evaluates and prints the table.
-
-    The config defaults to ``W/config.json`` (``--config jaxssl/saved_config.py:W``); flags and
-    override checking are those of ``jaxssl train`` (`jaxssl.train`).
-    """
-    argv = list(sys.argv if argv is None else argv)
-    from jaxssl import platform  # noqa: PLC0415
-
-    platform.configure_xla_cpu()
-    # saved_config.py fills missing fields from jaxssl/configs/base.py, which lives beside the package.
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from absl import app, flags  # noqa: PLC0415
-
-    from jaxssl import train  # noqa: PLC0415  (its flags and override check)
-
-    workdir = _flag_value(argv, "workdir")
-    if workdir and _flag_value(argv, "config") is None:
-        if not os.path.exists(os.path.join(workdir, saved_config.CONFIG_FILE)):
-            sys.exit(
-                f"error: {workdir}/{saved_config.CONFIG_FILE} not found; is it a run's workdir?"
-            )
-        argv.insert(1, f"--config={saved_config.__file__}:{workdir}")
-    train.check_overrides(argv)
-    step_flag = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate; default latest.")
-
-    def main(argv: list[str]) -> None:
-        del argv
-        if not flags.FLAGS["verbosity"].present:
-            logging.set_verbosity(logging.WARNING)
-        if flags.FLAGS.distributed:
-            jax.distributed.initialize(
-                coordinator_address=flags.FLAGS.coordinator_address,
-                num_processes=flags.FLAGS.num_processes,
-                process_id=flags.FLAGS.process_id,
-            )
-        report = evaluate(flags.FLAGS.config, flags.FLAGS.workdir, step_flag.value)
-        if jax.process_index() == 0:
-            print(markdown_table(report))
-            print(f"Wrote {os.path.join(flags.FLAGS.workdir, EVAL_DIR)}/{report['step']}.*")
-
-    app.run(main, argv=argv)

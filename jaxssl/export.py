@@ -13,10 +13,8 @@ The file holds ``{"format", "step", "config" (JSON of the run config), "variable
 rebuild the module from the config) but no checkpoint, Orbax or workdir.
 """
 
-import argparse
 import json
 import os
-import sys
 
 import flax.linen as nn
 import flax.serialization
@@ -77,18 +75,3 @@ def load(path: str) -> tuple[nn.Module, dict]:
     model = methods.get_method(config.method.name).build_model(config)
     backbone = model.backbone.clone(parent=None)
     return backbone, payload["variables"]
-
-
-def run(argv: list[str]) -> None:
-    """``jaxssl export --workdir W --out F [--step N]``."""
-    parser = argparse.ArgumentParser(
-        prog="jaxssl export", description="Write a run's backbone to one portable msgpack file."
-    )
-    parser.add_argument("--workdir", required=True, help="Directory of a `jaxssl train` run.")
-    parser.add_argument("--out", required=True, help="The .msgpack file to write.")
-    parser.add_argument("--step", type=int, default=None, help="Checkpoint step; default latest.")
-    args = parser.parse_args(argv)
-    # saved_config.py fills missing fields from jaxssl/configs/base.py, which lives beside the package.
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    path = export(args.workdir, args.out, args.step)
-    print(f"Wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB).")

@@ -1,16 +1,16 @@
 """The config a run was trained with, read back from ``WORKDIR/config.json``.
 
-A config file in the ``jaxssl/configs/X.py:ARG`` sense (``get_config(workdir)``), so ``jaxssl eval``
-loads it with the same ``config_flags`` machinery and ``--config.a.b=v`` overrides as
-``jaxssl train``:
+A config file in the ``jaxssl/configs/X.py:ARG`` sense (``get_config(workdir)``), so
+``jaxssl eval`` loads it with the same ``config_flags`` machinery and ``--config.a.b=v``
+overrides as ``jaxssl train`` (`jaxssl.cli`):
 
     jaxssl eval --workdir W        # == --config jaxssl/saved_config.py:W
 
 JSON loses two things that command-line overrides need, and both are restored from the
-defaults in ``jaxssl/configs/base.py``: tuples (JSON arrays come back as tuples) and the type of
-fields saved as ``null`` (e.g. ``data.data_dir``). Fields the saved config lacks (evaluator
-settings added after the run was trained) take their current defaults from ``jaxssl/configs/base.py``,
-except in the method section, which belongs to the method config.
+defaults in ``jaxssl/configs/base.py``: tuples (JSON arrays come back as tuples) and the type
+of fields saved as ``null`` (e.g. ``data.data_dir``). Fields the saved config lacks (evaluator
+settings added after the run was trained) take their current defaults from
+``jaxssl/configs/base.py``, which has no method section: the saved one stays as it was.
 """
 
 import json
@@ -18,6 +18,8 @@ import os
 from typing import Any
 
 import ml_collections
+
+from jaxssl.configs import base
 
 CONFIG_FILE = "config.json"
 
@@ -59,7 +61,7 @@ def _to_config(
 
 
 def load(workdir: str) -> ml_collections.ConfigDict:
-    """The run config of ``workdir`` (unlocked), missing fields filled from ``jaxssl/configs/base.py``.
+    """The run config of ``workdir`` (unlocked), missing fields filled from the base config.
 
     Args:
       workdir: a training run's directory, holding ``config.json``.
@@ -80,15 +82,9 @@ def load(workdir: str) -> ml_collections.ConfigDict:
     # Runs from before the host/device split of the augmentation saved this switch; the
     # pipeline no longer has it (crops on the host, colours in the train step, always).
     saved.get("data", {}).pop("augment_on_device", None)
-    # jaxssl/configs/ sits beside the package (on sys.path via the config root, as for `jaxssl train`).
-    from jaxssl.configs import base  # noqa: PLC0415
-
-    template = base.get_base_config()
-    # The method section is the method config's own (it replaces the base's SimCLR one), so
-    # nothing in it is filled in: a base default there (temperature) would not match the
-    # checkpoint's method section.
-    del template["method"]
-    return _to_config(saved, template)
+    # The base config has no method section, so nothing is filled into the saved one: the
+    # checkpoint's method section stays exactly the one it was trained with.
+    return _to_config(saved, base.get_base_config())
 
 
 def get_config(workdir: str | None = None) -> ml_collections.ConfigDict:

@@ -24,9 +24,6 @@ import subprocess
 import sys
 import time
 
-# `jaxssl` from the checkout, wherever the tool is run from.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
-
 DEVICES = 8
 GIB = 2**30
 

@@ -12,12 +12,8 @@ and the lowering ``"auto"`` picks on this backend. This is the measurement behin
 
 import argparse
 import json
-import os
 import statistics
-import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def resnet18_conv_shapes(size: int, width: int) -> list[tuple[int, int, int, int]]:

@@ -13,13 +13,10 @@ the compiler, so large models fit in host memory. Prints one JSON line per size.
 
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import app, flags
+from ml_collections import config_flags
 
 DEVICES = 8
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config[:preset].", lock_config=False)

@@ -14,17 +14,13 @@ CPU, one device) on a batch of crops already there.
 import argparse
 import json
 import os
-import sys
 import time
 
 import ml_collections
 
-# `jaxssl/configs/` is not a package of the install; run from anywhere in the checkout.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
-
-from jaxssl import platform  # noqa: E402
-from jaxssl.configs import base  # noqa: E402
-from jaxssl.data import tfds  # noqa: E402
+from jaxssl import platform
+from jaxssl.configs import base
+from jaxssl.data import tfds
 
 
 def measure_input_throughput(

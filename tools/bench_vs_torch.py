@@ -24,11 +24,10 @@ import statistics
 import subprocess
 import sys
 
+from jaxssl import platform  # only the malloc settings; no JAX import
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
-
-from jaxssl import platform  # noqa: E402  (only the malloc settings; no JAX import)
 
 # model -> (jaxssl config overrides, tools/torch_peer/step.py arguments)
 MODELS = {

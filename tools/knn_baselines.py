@@ -11,13 +11,9 @@ train split as memory, test split as queries).
 """
 
 import json
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import app, flags
+from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config[:preset].", lock_config=True)
 _OUT = flags.DEFINE_string("out", None, "Also write the JSON result to this file.")

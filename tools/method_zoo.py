@@ -23,10 +23,9 @@ import time
 
 from absl import app, flags
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _REPO)
+from jaxssl.evals import plots
 
-from jaxssl.evals import plots  # noqa: E402
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # (method, config file, the published number its full recipe targets)
 METHODS = (

@@ -24,7 +24,8 @@ Presets (``--config jaxssl/configs/barlow_twins_cifar10.py:NAME``):
 
 * ``smoke``: tiny model, fake data, a handful of steps; well under a minute. Used by tests.
 
-    python -m jaxssl.train --config jaxssl/configs/barlow_twins_cifar10.py:smoke --workdir /tmp/smoke
+    python -m jaxssl.train --config jaxssl/configs/barlow_twins_cifar10.py:smoke \
+        --workdir /tmp/smoke
 
 References:
   Zbontar et al., Barlow Twins: Self-Supervised Learning via Redundancy Reduction, ICML 2021.
@@ -36,13 +37,9 @@ import ml_collections
 
 from jaxssl.configs import base
 
-PRESETS = ("default", "cpu", "smoke")
-
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    preset = arg or "default"
-    if preset not in PRESETS:
-        raise ValueError(f"Unknown preset {preset!r} for barlow_twins_cifar10; valid: {PRESETS}.")
+    preset = base.parse_arg(arg, "barlow_twins_cifar10")
     config = base.get_base_config()
     base.apply_long_cifar_recipe(config, "lars", base_lr=0.3, weight_decay=1e-4)
     config.data.saturation = 0.2

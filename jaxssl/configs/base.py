@@ -1,15 +1,61 @@
-"""Shared defaults for every run config.
+"""Shared defaults for every run config, the preset parser and the epochs-to-steps rule.
 
-Sections, in order: data, model, method, optim, train, evals, mesh. Derived values (learning
-rate from batch size, steps from epochs) are ``FieldReference`` expressions, so overriding
-``--config.train.batch_size`` on the command line updates them and the printed config stays
-the truth.
+Sections: data, model, optim, train, evals, mesh. There is no method section: each run config
+defines ``config.method`` wholly, so no default of another method leaks into it. Derived
+values (learning rate from batch size, steps from epochs) are ``FieldReference`` expressions,
+so overriding ``--config.train.batch_size`` on the command line updates them and the printed
+config stays the truth.
 """
 
 import ml_collections
 
+# Every run config accepts these (``--config jaxssl/configs/X.py:NAME``; no NAME: default).
+PRESETS = ("default", "cpu", "smoke")
+
+
+def parse_arg(arg: str | None, config_name: str, presets: tuple[str, ...] = PRESETS) -> str:
+    """The preset a config's ``get_config(arg)`` was asked for.
+
+    Args:
+      arg: the text after ``:`` in ``--config FILE.py:ARG``; ``None`` or empty for ``default``.
+      config_name: the config file's name, for the error message.
+      presets: the presets the config defines.
+
+    Returns:
+      The preset name, one of ``presets``.
+
+    Raises:
+      ValueError: ``arg`` names no preset; the message lists the valid ones.
+    """
+    preset = arg or "default"
+    if preset not in presets:
+        raise ValueError(
+            f"Unknown preset {preset!r} for {config_name}; valid: {', '.join(presets)}."
+        )
+    return preset
+
+
+def epochs_to_steps(
+    config: ml_collections.ConfigDict, epochs: ml_collections.FieldReference
+) -> ml_collections.FieldReference:
+    """A step count of ``epochs`` passes over the training split, as a lazy reference.
+
+    ``floor(epochs * data.num_train_examples / train.batch_size)``, kept as a
+    ``FieldReference`` expression so a later ``--config.train.batch_size=...`` (or epochs, or
+    dataset size) override changes the step count too.
+
+    Args:
+      config: the run config (its ``data`` and ``train`` sections).
+      epochs: a reference to an epochs field, e.g. ``config.train.get_ref("epochs")``.
+
+    Returns:
+      The step count, to assign to a ``*_steps`` field.
+    """
+    return epochs * config.data.get_ref("num_train_examples") // config.train.get_ref("batch_size")
+
 
 def get_base_config() -> ml_collections.ConfigDict:
+    """The shared defaults: every section but ``method``, which the run config adds."""
     config = ml_collections.ConfigDict()
     config.seed = 0
 
@@ -75,9 +121,6 @@ def get_base_config() -> ml_collections.ConfigDict:
         )
     )
 
-    # --- Method ---
-    config.method = ml_collections.ConfigDict(dict(name="simclr", temperature=0.2))
-
     # --- Training length and batch (optim refers to these) ---
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 512  # global, over all devices and processes
@@ -86,11 +129,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     # negatives are then per micro-batch: see jaxssl/step.py.
     config.train.grad_accum_steps = 1
     config.train.epochs = 100.0
-    config.train.num_steps = (
-        config.train.get_ref("epochs")
-        * config.data.get_ref("num_train_examples")
-        // config.train.get_ref("batch_size")
-    )
+    config.train.num_steps = epochs_to_steps(config, config.train.get_ref("epochs"))
     # > 0: train for as many steps as fit in this many minutes of the training loop (final
     # evaluation not included) instead of for `epochs`. The step time is measured over the
     # first steps, the step count fitted once and stored in WORKDIR/time_budget.json, which
@@ -117,11 +156,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.optim.b1 = 0.9  # adamw
     config.optim.b2 = 0.999  # adamw
     config.optim.warmup_epochs = 10.0
-    config.optim.warmup_steps = (
-        config.optim.get_ref("warmup_epochs")
-        * config.data.get_ref("num_train_examples")
-        // config.train.get_ref("batch_size")
-    )
+    config.optim.warmup_steps = epochs_to_steps(config, config.optim.get_ref("warmup_epochs"))
     config.optim.end_lr_factor = 0.0  # cosine decays to lr * end_lr_factor
 
     # --- Evaluators ---

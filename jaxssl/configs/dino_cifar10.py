@@ -49,13 +49,9 @@ import ml_collections
 
 from jaxssl.configs import base
 
-PRESETS = ("default", "cpu", "smoke")
-
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    preset = arg or "default"
-    if preset not in PRESETS:
-        raise ValueError(f"Unknown preset {preset!r} for dino_cifar10; valid: {PRESETS}.")
+    preset = base.parse_arg(arg, "dino_cifar10")
     config = base.get_base_config()
     base.apply_long_cifar_recipe(config, "lars", base_lr=0.3, weight_decay=1e-6)
     config.data.saturation = 0.2  # solo-learn's CIFAR colour jitter
@@ -77,14 +73,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # EMA momentum of the teacher: cosine from base_momentum at step 0 to 1 at the last step.
     config.method.base_momentum = 0.9995  # solo-learn's CIFAR value (DINO's ImageNet: 0.996)
     config.method.freeze_last_layer_epochs = 1.0
-    # Epochs -> steps as for optim.warmup_steps, so they follow batch size and dataset size.
-    num_examples = config.data.get_ref("num_train_examples")
-    batch_size = config.train.get_ref("batch_size")
-    config.method.warmup_teacher_temp_steps = (
-        config.method.get_ref("warmup_teacher_temp_epochs") * num_examples // batch_size
+    # Schedules in epochs, with their step counts derived here (loss_fn sees config.method only).
+    config.method.warmup_teacher_temp_steps = base.epochs_to_steps(
+        config, config.method.get_ref("warmup_teacher_temp_epochs")
     )
-    config.method.freeze_last_layer_steps = (
-        config.method.get_ref("freeze_last_layer_epochs") * num_examples // batch_size
+    config.method.freeze_last_layer_steps = base.epochs_to_steps(
+        config, config.method.get_ref("freeze_last_layer_epochs")
     )
 
     if preset == "cpu":

@@ -32,13 +32,9 @@ import ml_collections
 
 from jaxssl.configs import base
 
-PRESETS = ("default", "cpu", "smoke")
-
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    preset = arg or "default"
-    if preset not in PRESETS:
-        raise ValueError(f"Unknown preset {preset!r} for emp_ssl_cifar10; valid: {PRESETS}.")
+    preset = base.parse_arg(arg, "emp_ssl_cifar10")
     config = base.get_base_config()
     config.data.num_views = 20  # patches per image
     config.data.crop_scale = (0.25, 0.25)

@@ -25,8 +25,6 @@ import ml_collections
 
 from jaxssl.configs import base
 
-PRESETS = ("default", "cpu", "smoke")
-
 
 def apply_cpu_preset(
     config: ml_collections.ConfigDict, image_size: int = 20, epochs: float = 3.6
@@ -42,19 +40,18 @@ def apply_cpu_preset(
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    preset = arg or "default"
-    if preset not in PRESETS:
-        raise ValueError(f"Unknown preset {preset!r} for simclr_cifar10; valid: {PRESETS}.")
+    preset = base.parse_arg(arg, "simclr_cifar10")
     config = base.get_base_config()
+    config.model.backbone = "resnet18"
+    config.model.projector_hidden_dim = 2048
+    config.model.projector_dim = 128
+    config.method = ml_collections.ConfigDict()
     config.method.name = "simclr"
     config.method.temperature = 0.2
     # "dense": the [2B, 2B] similarities at once; "blockwise": the same loss and gradients in
     # bounded memory, loss_chunk_size columns at a time per device (global batches of ~10k+).
     config.method.loss_impl = "dense"
     config.method.loss_chunk_size = 1024
-    config.model.backbone = "resnet18"
-    config.model.projector_hidden_dim = 2048
-    config.model.projector_dim = 128
     config.train.batch_size = 512
     config.train.epochs = 800.0
     config.optim.name = "lars"

@@ -35,13 +35,9 @@ import ml_collections
 
 from jaxssl.configs import base, simclr_cifar10
 
-PRESETS = ("default", "cpu", "smoke")
-
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    preset = arg or "default"
-    if preset not in PRESETS:
-        raise ValueError(f"Unknown preset {preset!r} for supcon_cifar10; valid: {PRESETS}.")
+    preset = base.parse_arg(arg, "supcon_cifar10")
     config = simclr_cifar10.get_config("default")
     config.method.name = "supcon"
     config.method.graph = "label"  # augmentation | label | union

@@ -46,22 +46,9 @@ import ml_collections
 
 from jaxssl.configs import base
 
-PRESETS = ("default", "cpu", "smoke")
-
-
-def _epochs_to_steps(config: ml_collections.ConfigDict, field: str):
-    """``config.method.<field>`` (epochs) in steps, as a reference that follows batch size."""
-    return (
-        config.method.get_ref(field)
-        * config.data.get_ref("num_train_examples")
-        // config.train.get_ref("batch_size")
-    )
-
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    preset = arg or "default"
-    if preset not in PRESETS:
-        raise ValueError(f"Unknown preset {preset!r} for swav_cifar10; valid: {PRESETS}.")
+    preset = base.parse_arg(arg, "swav_cifar10")
     config = base.get_base_config()
     base.apply_long_cifar_recipe(config, "lars", base_lr=0.6, weight_decay=1e-6)
     # solo-learn's symmetric CIFAR augmentations.
@@ -80,10 +67,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.method.sinkhorn_iters = 3
     # Schedules in epochs, with their step counts derived here (loss_fn sees config.method only).
     config.method.freeze_prototypes_epochs = 2.0
-    config.method.freeze_prototypes_steps = _epochs_to_steps(config, "freeze_prototypes_epochs")
+    config.method.freeze_prototypes_steps = base.epochs_to_steps(
+        config, config.method.get_ref("freeze_prototypes_epochs")
+    )
     config.method.queue_length = 3840  # per global view, a multiple of batch_size; 0: no queue
     config.method.queue_start_epochs = 50.0
-    config.method.queue_start_steps = _epochs_to_steps(config, "queue_start_epochs")
+    config.method.queue_start_steps = base.epochs_to_steps(
+        config, config.method.get_ref("queue_start_epochs")
+    )
 
     if preset == "cpu":
         base.apply_cpu_budget(config)

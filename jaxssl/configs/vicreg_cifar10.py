@@ -39,13 +39,9 @@ import ml_collections
 
 from jaxssl.configs import base
 
-PRESETS = ("default", "cpu", "smoke")
-
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    preset = arg or "default"
-    if preset not in PRESETS:
-        raise ValueError(f"Unknown preset {preset!r} for vicreg_cifar10; valid: {PRESETS}.")
+    preset = base.parse_arg(arg, "vicreg_cifar10")
     config = base.get_base_config()
     base.apply_long_cifar_recipe(config, "lars", base_lr=0.3, weight_decay=1e-4)
     config.data.crop_scale = (0.2, 1.0)

@@ -29,13 +29,9 @@ import ml_collections
 
 from jaxssl.configs import base
 
-PRESETS = ("default", "cpu", "smoke")
-
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    preset = arg or "default"
-    if preset not in PRESETS:
-        raise ValueError(f"Unknown preset {preset!r} for wmse_cifar10; valid: {PRESETS}.")
+    preset = base.parse_arg(arg, "wmse_cifar10")
     config = base.get_base_config()
     base.apply_long_cifar_recipe(
         config, "adamw", base_lr=3e-3, weight_decay=1e-6, warmup_epochs=2.0
