@@ -153,7 +153,12 @@ def run_linear(context: Context) -> Result:
     if config.flip:
         flip_features, _, _ = knn.extract_features(
             knn.make_embed_fn(
-                context.model, context.mesh, flip=True, patches=context.config.evals.patches
+                context.model,
+                context.mesh,
+                context.config.data.mean,
+                context.config.data.std,
+                flip=True,
+                patches=context.config.evals.patches,
             ),
             context.variables,
             context.make_train_batches(),
@@ -200,22 +205,18 @@ def _view_pairs(context: Context, num_pairs: int) -> dict[str, tuple[jax.Array, 
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
-    embed_fn = _make_embed_fn(context.model, context.mesh)
-    # data.augment_on_device: the batches hold source images; make the views as training did.
-    group = "image" if config.data.augment_on_device else "global"
 
-    def pair_embeddings(variables, batch, key):
-        if group == "image":
-            batch = color.augment_batch(key, batch, config.data)
-        views = batch["global"]  # [B, V, S, S, 3]
-        return embed_fn(variables, views[:, 0]), embed_fn(variables, views[:, 1])
+    def pair_embeddings(variables, crops, key):
+        # The host's crops get the training colour augmentation, as in the train step.
+        views = color.augment_views(key, crops, config.data)  # [B, V, S, S, 3]
+        return tuple(_embed(context.model, variables, views[:, v]) for v in (0, 1))
 
     views_fn = jax.jit(pair_embeddings)
     key = jax.random.key(config.seed)
     firsts, seconds = [], []
     for index in range(math.ceil(num_pairs / batch_size)):
-        batch = sharding.to_global({group: next(batches)[group]}, context.mesh)
-        first, second = views_fn(context.variables, batch, jax.random.fold_in(key, index))
+        crops = sharding.to_global({"global": next(batches)["global"]}, context.mesh)["global"]
+        first, second = views_fn(context.variables, crops, jax.random.fold_in(key, index))
         firsts.append(first)
         seconds.append(second)
     return {
@@ -266,9 +267,7 @@ def _class_names(data_config: ml_collections.ConfigDict) -> list[str] | None:
     return list(label.names) if getattr(label, "names", None) else None
 
 
-def _gather_images(
-    make_batches: Callable, rows: np.ndarray, data_config: ml_collections.ConfigDict
-) -> np.ndarray:
+def _gather_images(make_batches: Callable, rows: np.ndarray) -> np.ndarray:
     """Images ``[len(rows), H, W, 3]`` in ``[0, 1]`` at global row indices (single process)."""
     wanted = {int(r) for r in np.ravel(rows)}
     found, offset = {}, 0
@@ -278,8 +277,7 @@ def _gather_images(
             if offset <= row < offset + size:
                 found[row] = batch["image"][row - offset]
         offset += size
-    images = np.stack([found[int(r)] for r in np.ravel(rows)])
-    images = images * np.asarray(data_config.std) + np.asarray(data_config.mean)
+    images = np.stack([found[int(r)] for r in np.ravel(rows)]) / 255.0  # uint8 -> [0, 1]
     return images.reshape(*np.shape(rows), *images.shape[1:])
 
 
@@ -344,9 +342,9 @@ def run_plots(context: Context) -> Result:
     neighbours = _host(neighbours)  # [Q, K]
     files["retrieval"] = f"{prefix}_retrieval.png"
     plots.plot_retrieval(
-        _gather_images(context.make_test_batches, queries, data),
+        _gather_images(context.make_test_batches, queries),
         test_labels[queries],
-        _gather_images(context.make_train_batches, neighbours, data),
+        _gather_images(context.make_train_batches, neighbours),
         _host(context.train.labels)[neighbours],
         files["retrieval"],
         class_names,
@@ -362,19 +360,31 @@ EVALUATORS: dict[str, Callable[[Context], Result]] = {
 }
 
 
-def _make_embed_fn(model: nn.Module, mesh: jax.sharding.Mesh, patches=None) -> Callable:
-    """Jitted ``(variables, images) -> {"backbone": [B, D], "projector": [B, P]}``, inference.
+def _embed(model: nn.Module, variables, images: jax.Array) -> dict[str, jax.Array]:
+    """Backbone features and projections of normalized images, in inference mode."""
+    outputs = model.apply(variables, images, train=False)
+    return {"backbone": outputs[0], "projector": outputs[1]}
+
+
+def _make_embed_fn(
+    model: nn.Module,
+    mesh: jax.sharding.Mesh,
+    data_config: ml_collections.ConfigDict,
+    patches: ml_collections.ConfigDict | None = None,
+) -> Callable:
+    """Jitted ``(variables, uint8 images) -> {"backbone": [B, D], "projector": [B, P]}``.
 
     With ``patches.num > 0`` (``config.evals.patches``), both are means over the image's
     patches (`knn.bag_of_patches`, EMP-SSL's evaluation).
     """
 
     def embed(variables, images):
-        outputs = model.apply(variables, images, train=False)
-        return {"backbone": outputs[0], "projector": outputs[1]}
+        return _embed(
+            model, variables, color.to_model_input(images, data_config.mean, data_config.std)
+        )
 
     if patches is not None and patches.num > 0:
-        embed = knn.bag_of_patches(embed, patches)
+        embed = knn.bag_of_patches(embed)
     return jax.jit(embed, out_shardings=sharding.batch_sharding(mesh))
 
 
@@ -419,10 +429,11 @@ def evaluate(
             batch_size=batch_size // jax.process_count(),
             process_index=jax.process_index(),
             process_count=jax.process_count(),
+            patches=config.evals.patches,
         )[0]
         for split in (config.data.eval_train_split, config.data.eval_test_split)
     }
-    embed_fn = _make_embed_fn(model, mesh, config.evals.patches)
+    embed_fn = _make_embed_fn(model, mesh, config.data, config.evals.patches)
     splits = {
         split: Split(*knn.extract_features(embed_fn, variables, make(), mesh))
         for split, make in make_batches.items()

@@ -3,8 +3,10 @@
     jaxssl export --workdir W --out backbone.msgpack [--step N]
 
     from jaxssl import export
+    from jaxssl.data import color
     backbone, variables = export.load("backbone.msgpack")
-    features = backbone.apply(variables, images, train=False)  # [B, D]
+    inputs = color.to_model_input(images, mean, std)  # uint8; the run's data.mean, data.std
+    features = backbone.apply(variables, inputs, train=False)  # [B, D]
 
 The file holds ``{"format", "step", "config" (JSON of the run config), "variables":
 {"params", "batch_stats"}}`` serialized with ``flax.serialization``; loading needs jaxssl (to

@@ -79,6 +79,9 @@ def load(workdir: str) -> ml_collections.ConfigDict:
         )
     with open(path) as f:
         saved = json.load(f)
+    # Runs from before the host/device split of the augmentation saved this switch; the
+    # pipeline no longer has it (crops on the host, colours in the train step, always).
+    saved.get("data", {}).pop("augment_on_device", None)
     # The base config has no method section, so nothing is filled into the saved one: the
     # checkpoint's method section stays exactly the one it was trained with.
     return _to_config(saved, base.get_base_config())

@@ -12,7 +12,7 @@ import optax
 from jaxssl.data import color
 from jaxssl.state import TrainState
 
-# Folded into the base key once: the on-device augmentation's randomness is its own stream,
+# Folded into the base key once: the colour augmentation's randomness is its own stream,
 # independent of the key the method's loss gets (``fold_in(base_key, step)``).
 _AUGMENT_STREAM = 0x61756721
 
@@ -29,11 +29,10 @@ def make_train_step(
 ) -> Callable:
     """Builds ``step_fn(state, batch) -> (state, metrics)``.
 
-    With ``config.data.augment_on_device`` the batch holds the un-augmented images,
-    ``batch["image"]`` uint8 ``[B, H, W, 3]``, and the step first makes the view groups
-    (``"global"``, ``"local"``) with `jaxssl.data.color.augment_batch`, keyed by
-    ``fold_in(fold_in(base_key, _AUGMENT_STREAM), step)``; otherwise the batch holds the
-    host pipeline's views.
+    The batch holds the host's crops, ``batch["global"]`` uint8 ``[B, V, S, S, 3]`` (and
+    multi-crop's ``batch["local"]``); the step first applies the colour augmentation and
+    normalization to them (`jaxssl.data.color.augment_batch`), keyed by
+    ``fold_in(fold_in(base_key, _AUGMENT_STREAM), step)``.
 
     Args:
       model: the method's ``SSLModel``.
@@ -54,7 +53,6 @@ def make_train_step(
     accum_steps = config.train.grad_accum_steps
     num_steps = int(config.train.num_steps)
     update_method_state = getattr(method, "update_method_state", None)
-    augment_on_device = config.data.augment_on_device
 
     augment_key = jax.random.fold_in(base_key, _AUGMENT_STREAM)
 
@@ -119,12 +117,9 @@ def make_train_step(
 
     def step_fn(state: TrainState, batch: dict[str, jax.Array]):
         rng = jax.random.fold_in(base_key, state.step)
-        if augment_on_device:
-            # Per-example ops, vmapped: each device augments its own rows of the batch. The
-            # whole batch is augmented before any micro-batch split.
-            batch = color.augment_batch(
-                jax.random.fold_in(augment_key, state.step), batch, config.data
-            )
+        # Per-example ops, vmapped: each device augments its own rows of the batch. The
+        # whole batch is augmented before any micro-batch split.
+        batch = color.augment_batch(jax.random.fold_in(augment_key, state.step), batch, config.data)
         if accum_steps == 1:
             (total, ((batch_stats, method_state), metrics)), (grads, probe_grads) = grad_fn(
                 state.params,

@@ -217,11 +217,11 @@ def make_knn_evaluator(
             batch_size=per_process,
             process_index=jax.process_index(),
             process_count=jax.process_count(),
+            patches=config.evals.patches,
         )[0]
         for split in (config.data.eval_train_split, config.data.eval_test_split)
     }
     return knn.KNNEvaluator(
-        model,
         make_batches[config.data.eval_train_split],
         make_batches[config.data.eval_test_split],
         mesh,
@@ -230,7 +230,9 @@ def make_knn_evaluator(
         majority=config.evals.knn.majority,
         temperature=config.evals.knn.temperature,
         num_classes=config.data.num_classes,
-        embed_fn=knn.make_embed_fn(model, mesh, patches=config.evals.patches),
+        embed_fn=knn.make_embed_fn(
+            model, mesh, config.data.mean, config.data.std, patches=config.evals.patches
+        ),
     )
 
 

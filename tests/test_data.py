@@ -1,16 +1,13 @@
-"""Tests for the host input pipeline: jaxssl.data.{augment,fake,tfds}. No JAX."""
+"""Tests for the host input pipeline: jaxssl.data.{fake,tfds}. No JAX."""
 
 import os
 
 import ml_collections
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from jaxssl.configs import base
-from jaxssl.data import augment, fake, tfds
-
-BATCH = 8
+from jaxssl.data import crops, fake, tfds
 
 
 def _data_config(**overrides) -> ml_collections.ConfigDict:
@@ -20,263 +17,25 @@ def _data_config(**overrides) -> ml_collections.ConfigDict:
     return config
 
 
-def _images_uint8(batch: int = BATCH, size: int = 32) -> np.ndarray:
-    return fake.make_examples("train", batch)[0][:, :size, :size]
+# --- Training batches ---
 
 
-def _images_float(batch: int = BATCH) -> np.ndarray:
-    return _images_uint8(batch).astype(np.float32) / 255.0
-
-
-def _uniforms(num: int, batch: int = BATCH, op: int = 0, epoch: int = 0) -> tf.Tensor:
-    keys = augment.example_keys(7, tf.range(batch), epoch, 0)
-    return augment.random_uniforms(keys, op, num)
-
-
-def _in_map(fn, *args):
-    """Runs ``fn(*args)`` inside a tf.data map, as the input pipeline does."""
-    dataset = tf.data.Dataset.from_tensors(tuple(tf.convert_to_tensor(a) for a in args))
-    return next(iter(dataset.map(fn))).numpy()
-
-
-# --- Randomness ---
-
-
-def test_random_uniforms_are_stateless_and_uniform():
-    index = tf.range(4096)
-    draw = augment.random_uniforms(augment.example_keys(3, index, 5, 1), op=2, num=4).numpy()
-    again = augment.random_uniforms(augment.example_keys(3, index, 5, 1), op=2, num=4).numpy()
-    other_epoch = augment.random_uniforms(augment.example_keys(3, index, 6, 1), 2, 4).numpy()
-    other_op = augment.random_uniforms(augment.example_keys(3, index, 5, 1), 3, 4).numpy()
-    np.testing.assert_array_equal(draw, again)
-    assert draw.dtype == np.float32 and draw.min() >= 0.0 and draw.max() < 1.0
-    counts = np.histogram(draw, bins=10, range=(0, 1))[0]
-    assert np.all(np.abs(counts / draw.size - 0.1) < 0.01), counts
-    for other in (other_epoch, other_op):
-        assert np.mean(draw == other) < 0.001
-        assert abs(np.corrcoef(draw.ravel(), other.ravel())[0, 1]) < 0.05
-
-
-# --- Each augmentation: shape, dtype, range, eager == inside tf.data ---
-
-_AUGMENTATIONS = {
-    "crop": (lambda x, u: augment.random_resized_crop(x, u, 24), augment.CROP_UNIFORMS, True),
-    "flip": (augment.random_horizontal_flip, 1, False),
-    "jitter": (augment.random_color_jitter, augment.JITTER_UNIFORMS, False),
-    "grayscale": (lambda x, u: augment.random_grayscale(x, u, 0.5), 1, False),
-    "blur": (lambda x, u: augment.random_gaussian_blur(x, u, 0.5), 2, False),
-    "solarize": (lambda x, u: augment.random_solarize(x, u, 0.5), 1, False),
-    "resize": (lambda x, u: augment.resize(x, 20), 1, True),
-}
-
-
-@pytest.mark.parametrize("name", sorted(_AUGMENTATIONS))
-def test_augmentation_eager_matches_tf_data(name):
-    fn, num_uniforms, takes_uint8 = _AUGMENTATIONS[name]
-    images = _images_uint8() if takes_uint8 else _images_float()
-    uniforms = _uniforms(num_uniforms)
-    eager = fn(tf.constant(images), uniforms).numpy()
-    mapped = _in_map(fn, images, uniforms)
-    size = {"crop": 24, "resize": 20}.get(name, 32)
-    assert eager.shape == (BATCH, size, size, 3) and eager.dtype == np.float32
-    assert eager.min() >= 0.0 and eager.max() <= 1.0 + 1e-6
-    np.testing.assert_allclose(eager, mapped, atol=1e-6)
-
-
-def test_normalize():
-    images = _images_float()
-    out = augment.normalize(images, (0.5, 0.4, 0.3), (0.2, 0.1, 0.5)).numpy()
-    np.testing.assert_allclose(out * (0.2, 0.1, 0.5) + (0.5, 0.4, 0.3), images, atol=1e-6)
-    np.testing.assert_allclose(
-        _in_map(lambda x: augment.normalize(x, (0.5,) * 3, (0.2,) * 3), images),
-        (images - 0.5) / 0.2,
-        atol=1e-6,
-    )
-
-
-# --- Geometry ---
-
-
-def test_crop_with_full_scale_and_square_ratio_reproduces_image():
-    images = _images_uint8()
-    out = augment.random_resized_crop(images, _uniforms(augment.CROP_UNIFORMS), 32, (1, 1), (1, 1))
-    np.testing.assert_allclose(out.numpy(), images / 255.0, atol=1e-6)
-
-
-def test_crop_falls_back_to_centre_crop_like_torchvision():
-    # No candidate of area 2-3x the image fits, so every example takes the fallback,
-    # the whole image for a ratio range that contains the image's ratio.
-    images = _images_uint8()
-    out = augment.random_resized_crop(images, _uniforms(augment.CROP_UNIFORMS), 32, (2, 3))
-    np.testing.assert_allclose(out.numpy(), images / 255.0, atol=1e-6)
-    # A 32x64 image is wider than ratio 4/3 allows: a centred 32x43 window.
-    window = augment._crop_windows(_uniforms(augment.CROP_UNIFORMS), 32, 64, (2, 3), (3 / 4, 4 / 3))
-    np.testing.assert_array_equal(
-        np.stack([t.numpy() for t in window], 1), [[0, 10, 32, 43]] * BATCH
-    )
-
-
-def test_crop_windows_follow_torchvision_sampling():
-    uniforms = _uniforms(augment.CROP_UNIFORMS, batch=2000)
-    top, left, height, width = (
-        t.numpy() for t in augment._crop_windows(uniforms, 32, 40, (0.08, 1.0), (3 / 4, 4 / 3))
-    )
-    assert np.all((height >= 1) & (height <= 32) & (width >= 1) & (width <= 40))
-    assert np.all((top >= 0) & (top + height <= 32) & (left >= 0) & (left + width <= 40))
-    area = height * width / (32 * 40)
-    assert area.min() > 0.05 and area.max() <= 1.0 and 0.45 < area.mean() < 0.6
-    assert np.all(np.equal(np.round(height), height)) and top.max() > 0 and left.max() > 0
-
-
-def test_resize_is_pytorch_bilinear_and_antialiased():
-    # Upsampling [0, 1] x2: half-pixel centres, clamped at the edges (align_corners=False).
-    row = np.array([0.0, 1.0], np.float32)
-    image = np.broadcast_to(row[None, None, :, None], (1, 2, 2, 3))
-    out = augment.resize(image, 4).numpy()[0, 0, :, 0]
-    np.testing.assert_allclose(out, [0.0, 0.25, 0.75, 1.0], atol=1e-6)
-    # Downsampling a 1-pixel checkerboard x2 averages it (PIL's widened triangle filter;
-    # at the border PIL renormalises the clipped window, hence the interior only).
-    board = (np.indices((32, 32)).sum(0) % 2).astype(np.float32)
-    out = augment.resize(np.repeat(board[None, :, :, None], 3, -1), 16).numpy()
-    np.testing.assert_allclose(out[:, 1:-1, 1:-1], 0.5, atol=1e-6)
-
-
-def test_flip_mirrors_selected_examples():
-    images = _images_float(2)
-    out = augment.random_horizontal_flip(images, tf.constant([[0.1], [0.9]])).numpy()
-    np.testing.assert_array_equal(out[0], images[0, :, ::-1])
-    np.testing.assert_array_equal(out[1], images[1])
-
-
-# --- Colour (torchvision semantics) ---
-
-
-def test_grayscale_weights():
-    colours = np.eye(3, dtype=np.float32).reshape(3, 1, 1, 3)
-    np.testing.assert_allclose(
-        augment.rgb_to_grayscale(colours).numpy().ravel(), [0.299, 0.587, 0.114], atol=1e-7
-    )
-    gray = augment.random_grayscale(colours, tf.zeros([3, 1]), prob=0.2).numpy()
-    np.testing.assert_allclose(gray[..., 0], gray[..., 2])
-    np.testing.assert_allclose(gray[:, 0, 0, 1], [0.299, 0.587, 0.114], atol=1e-7)
-
-
-def test_colour_adjustments_match_torchvision_definitions():
-    images = _images_float()
-    ones, zeros = tf.ones([BATCH]), tf.zeros([BATCH])
-    gray = augment.rgb_to_grayscale(images).numpy()
-    for identity in (augment.adjust_brightness, augment.adjust_contrast, augment.adjust_saturation):
-        np.testing.assert_array_equal(identity(images, ones).numpy(), images)
-    np.testing.assert_allclose(augment.adjust_hue(images, zeros).numpy(), images, atol=2e-6)
-    np.testing.assert_allclose(
-        augment.adjust_saturation(images, zeros).numpy(), np.repeat(gray, 3, -1), atol=1e-6
-    )
-    mean = gray.mean(axis=(1, 2, 3), keepdims=True)
-    np.testing.assert_allclose(
-        augment.adjust_contrast(images, zeros).numpy(),
-        np.broadcast_to(mean, images.shape),
-        atol=1e-6,
-    )
-    np.testing.assert_allclose(
-        augment.adjust_brightness(images, 2 * ones).numpy(), np.clip(2 * images, 0, 1), atol=1e-6
-    )
-    # A hue rotation by 1/3 turns red into green and by 1/2 into cyan.
-    red = np.array([1.0, 0.0, 0.0], np.float32).reshape(1, 1, 1, 3)
-    np.testing.assert_allclose(
-        augment.adjust_hue(red, [1 / 3]).numpy().ravel(), [0, 1, 0], atol=1e-5
-    )
-    np.testing.assert_allclose(
-        augment.adjust_hue(red, [-0.5]).numpy().ravel(), [0, 1, 1], atol=1e-5
-    )
-
-
-def test_color_jitter_applies_ops_in_each_examples_random_order():
-    images, uniforms = _images_float(), _uniforms(augment.JITTER_UNIFORMS, op=3)
-    strengths = (0.4, 0.4, 0.4, 0.1)
-    out = augment.random_color_jitter(images, uniforms, 1.0, *strengths).numpy()
-    u = uniforms.numpy()
-    ops = [
-        lambda x, i: augment.adjust_brightness(x, [0.6 + 0.8 * u[i, 1]]),
-        lambda x, i: augment.adjust_contrast(x, [0.6 + 0.8 * u[i, 2]]),
-        lambda x, i: augment.adjust_saturation(x, [0.6 + 0.8 * u[i, 3]]),
-        lambda x, i: augment.adjust_hue(x, [(2 * u[i, 4] - 1) * 0.1]),
-    ]
-    orders = set()
-    for i in range(BATCH):
-        order = np.argsort(u[i, 5:9], kind="stable")
-        orders.add(tuple(order))
-        expected = images[i : i + 1]
-        for op in order:
-            expected = ops[op](expected, i)
-        np.testing.assert_allclose(out[i : i + 1], expected, atol=1e-5)
-    assert len(orders) > 1
-    np.testing.assert_array_equal(
-        augment.random_color_jitter(images, uniforms, prob=0.0).numpy(), images
-    )
-    np.testing.assert_array_equal(
-        augment.random_color_jitter(images, uniforms, 1.0, 0, 0, 0, 0).numpy(), images
-    )
-
-
-def test_blur_and_solarize():
-    images = _images_float()
-    constant = np.full_like(images, 0.3)
-    np.testing.assert_allclose(
-        augment.gaussian_blur(constant, tf.fill([BATCH], 2.0), 9).numpy(), 0.3, atol=1e-6
-    )
-    np.testing.assert_allclose(
-        augment.gaussian_blur(images, tf.fill([BATCH], 0.1), 9).numpy(), images, atol=1e-6
-    )
-    blurred = augment.gaussian_blur(images, tf.fill([BATCH], 2.0), 9).numpy()
-    assert np.abs(np.diff(blurred, axis=2)).mean() < 0.5 * np.abs(np.diff(images, axis=2)).mean()
-    solarized = augment.random_solarize(images, tf.zeros([BATCH, 1]), prob=0.5).numpy()
-    np.testing.assert_allclose(solarized, np.where(images < 0.5, images, 1 - images))
-
-
-# --- Views ---
-
-
-def test_simclr_views_are_keyed_by_seed_index_epoch_and_view():
-    config = _data_config()
-    images, index = _images_uint8(), np.arange(100, 100 + BATCH)
-    views = augment.simclr_views(images, index, 3, 0, config).numpy()
-    assert views.shape == (BATCH, 2, 32, 32, 3) and views.dtype == np.float32
-    assert np.isfinite(views).all() and views.min() < -1.0 and views.max() > 1.0
-    np.testing.assert_array_equal(views, augment.simclr_views(images, index, 3, 0, config).numpy())
-    # A view does not depend on the batch it travels in.
-    reversed_views = augment.simclr_views(images[::-1], index[::-1], 3, 0, config).numpy()
-    np.testing.assert_array_equal(views, reversed_views[::-1])
-    for other in (
-        augment.simclr_views(images, index, 4, 0, config),
-        augment.simclr_views(images, index, 3, 1, config),
-    ):
-        assert np.abs(views - other.numpy()).mean(axis=(1, 2, 3, 4)).min() > 0.01
-    assert np.abs(views[:, 0] - views[:, 1]).mean(axis=(1, 2, 3)).min() > 0.01
-    mapped = _in_map(lambda x, i: augment.simclr_views(x, i, 3, 0, config), images, index)
-    np.testing.assert_array_equal(views, mapped)
-
-
-def test_multi_crop_local_views_are_their_own_group():
+def test_train_batch_is_uint8_crops_of_each_view_group():
     config = _data_config(local_views=3, local_image_size=16, local_crop_scale=(0.05, 0.4))
-    images, index = _images_uint8(), np.arange(BATCH)
-    views = augment.simclr_views(images, index, 0, 0, config).numpy()
-    local = augment.simclr_views(images, index, 0, 0, config, "local").numpy()
-    assert local.shape == (BATCH, 3, 16, 16, 3) and np.isfinite(local).all()
-    # Local view numbers follow the global ones: 2 global + 3 local = views 0..4 of a
-    # 5-view global group, whose first 2 are exactly the global views.
-    five = augment.simclr_views(images, index, 0, 0, _data_config(num_views=5)).numpy()
-    # (Equal up to float rounding: XLA compiles the 5-view batch's arithmetic differently.)
-    np.testing.assert_allclose(views, five[:, :2], atol=1e-4)
-    # Same randomness as global views 2..4 but smaller crops at 16 px: different pixels.
-    assert np.abs(local - five[:, 2:, :16, :16]).mean() > 0.01
-    with pytest.raises(ValueError, match="view group"):
-        augment.simclr_views(images, index, 0, 0, config, "medium")
-    batch = next(
-        tfds.make_train_iterator(
-            config, global_batch_size=8, seed=0, start_step=0, process_index=0, process_count=1
-        )
-    )
-    assert batch["global"].shape == (8, 2, 32, 32, 3) and batch["local"].shape == (8, 3, 16, 16, 3)
+    kwargs = dict(global_batch_size=8, seed=0, start_step=0, process_index=0, process_count=1)
+    batch = next(tfds.make_train_iterator(config, **kwargs))
+    assert sorted(batch) == ["global", "index", "label", "local"]
+    assert batch["global"].shape == (8, 2, 32, 32, 3) and batch["global"].dtype == np.uint8
+    assert batch["local"].shape == (8, 3, 16, 16, 3) and batch["local"].dtype == np.uint8
+    assert batch["label"].dtype == np.int32 and batch["index"].dtype == np.int32
+    # The crops of the batch's examples, as `crops.crop_views` cuts them in epoch 0.
+    images = fake.make_examples("train", 120)[0][batch["index"]]
+    for group in ("global", "local"):
+        expected = crops.crop_views(images, batch["index"], 0, 0, config, group).numpy()
+        np.testing.assert_array_equal(batch[group], expected)
+    no_local = next(tfds.make_train_iterator(_data_config(), **kwargs))
+    assert sorted(no_local) == ["global", "index", "label"]
+    np.testing.assert_array_equal(no_local["global"], batch["global"])
 
 
 # --- Splits and iterators ---
@@ -309,8 +68,7 @@ def test_train_iterator_resumes_exactly_across_epochs(cache):
     stream = tfds.make_train_iterator(config, start_step=0, **kwargs)
     batches = [next(stream) for _ in range(6)]  # b=24 rows per process and step
     assert (
-        batches[0]["global"].shape == (24, 2, 32, 32, 3)
-        and batches[0]["global"].dtype == np.float32
+        batches[0]["global"].shape == (24, 2, 32, 32, 3) and batches[0]["global"].dtype == np.uint8
     )
     assert batches[0]["label"].dtype == np.int32 and batches[0]["index"].dtype == np.int32
     order = np.concatenate([b["index"] for b in batches])
@@ -363,13 +121,46 @@ def test_eval_iterator_covers_each_example_once():
             np.concatenate([b["label"] for b in batches])[:size], labels[start:end]
         )
         image = np.concatenate([b["image"] for b in batches])
-        assert image.shape[1:] == (24, 24, 3) and image.dtype == np.float32
+        assert image.shape[1:] == (24, 24, 3) and image.dtype == np.uint8
         assert np.all(image[~mask] == 0)
-        expected = augment.normalize(
-            augment.resize(images[start : start + 1], 24), config.mean, config.std
-        )
-        np.testing.assert_allclose(image[0], expected.numpy()[0], atol=1e-5)
+        # XLA-compiled here: a sum may round half a level the other way than eagerly.
+        expected = crops.resize(images[start:end], 24).numpy()
+        np.testing.assert_allclose(image[:size].astype(int), expected, atol=1)
     assert num_batches == {3}  # 34 examples on the largest part, padded to 3 batches of 16
+
+
+def test_eval_iterator_cuts_the_same_patches_every_pass():
+    config = _data_config()
+    images, _ = fake.make_examples("test", 100)
+    patches = ml_collections.ConfigDict(
+        dict(num=4, size=16, scale=(0.25, 0.5), ratio=(3 / 4, 4 / 3), seed=5)
+    )
+    kwargs = dict(batch_size=16, process_index=1, process_count=3)
+    make_iterator, size = tfds.make_eval_iterator(config, "test", patches=patches, **kwargs)
+    first, second = list(make_iterator()), list(make_iterator())
+    plain = list(tfds.make_eval_iterator(config, "test", **kwargs)[0]())
+    assert sorted(first[0]) == ["image", "label", "mask", "patches"]
+    assert sorted(plain[0]) == ["image", "label", "mask"]
+    bags = np.concatenate([b["patches"] for b in first])
+    assert bags.shape[1:] == (4, 16, 16, 3) and bags.dtype == np.uint8
+    np.testing.assert_array_equal(bags, np.concatenate([b["patches"] for b in second]))
+    for batch, plain_batch in zip(first, plain, strict=True):
+        np.testing.assert_array_equal(batch["image"], plain_batch["image"])
+    # Patch p of example i is its crop keyed by (patches.seed, i, epoch 0, view p), unflipped.
+    start, end = fake.part_bounds(100, 1, 3)
+    expected = crops.random_crops(
+        images[start:end],
+        np.arange(start, end),
+        0,
+        5,
+        num_views=4,
+        size=16,
+        scale=(0.25, 0.5),
+        ratio=(3 / 4, 4 / 3),
+        flip_prob=0.0,
+    ).numpy()
+    np.testing.assert_array_equal(bags[:size], expected)
+    assert len({bag.tobytes() for bag in bags[0]}) == 4
 
 
 def test_missing_dataset_raises_file_not_found(tmp_path):
@@ -400,7 +191,7 @@ def test_real_cifar10_train_batch():
             config, global_batch_size=32, seed=0, start_step=0, process_index=0, process_count=1
         )
     )
-    assert batch["global"].shape == (16, 2, 32, 32, 3) and np.isfinite(batch["global"]).all()
+    assert batch["global"].shape == (16, 2, 32, 32, 3) and batch["global"].dtype == np.uint8
     # Process 1 of 2 keeps rows 16:32 of the global batch one process would draw.
     np.testing.assert_array_equal(batch["index"], whole["index"][16:])
     np.testing.assert_array_equal(batch["global"], whole["global"][16:])

@@ -18,8 +18,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxssl.configs import simclr_cifar10
 from jaxssl import checkpoint, sharding, trainer
+from jaxssl.configs import simclr_cifar10
 from jaxssl.data import tfds as input_pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,14 +45,14 @@ def _steps_on_disk(workdir):
 
 
 def _poison_inputs(monkeypatch, bad_steps):
-    """Training batches of the given (1-based) steps become NaN images."""
+    """Training batches of the given (1-based) steps become NaN views (float: uint8 has none)."""
     original = input_pipeline.make_train_iterator
 
     def make_train_iterator(*args, start_step, **kwargs):
         stream = original(*args, start_step=start_step, **kwargs)
         for step, batch in enumerate(stream, start=start_step + 1):
             if step in bad_steps:
-                batch = batch | {"global": np.full_like(batch["global"], np.nan)}
+                batch = batch | {"global": np.full(batch["global"].shape, np.nan, np.float32)}
             yield batch
 
     monkeypatch.setattr(input_pipeline, "make_train_iterator", make_train_iterator)

@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxssl.configs import mocov2_cifar10
 from jaxssl import sharding, trainer
+from jaxssl.configs import mocov2_cifar10
+from jaxssl.data import color
 from jaxssl.losses import moco
 from jaxssl.methods import mocov2
 
@@ -63,7 +64,7 @@ def _batch(config, seed):
     rng = np.random.default_rng(seed)
     b = config.train.batch_size
     return {
-        "global": rng.normal(size=(b, 2, 32, 32, 3)).astype(np.float32),
+        "global": rng.integers(0, 256, (b, 2, 32, 32, 3), np.uint8),  # the host's crops
         "label": np.zeros(b, np.int32),
         "index": np.arange(b, dtype=np.int32),
     }
@@ -72,17 +73,20 @@ def _batch(config, seed):
 def test_train_step_uses_the_old_queue_then_enqueues_the_global_batch():
     config = mocov2_cifar10.get_config("smoke")  # batch 32: 64 keys per step, queue 128
     config.mesh.data = 8
+    # No colour augmentation: the step feeds the model the normalized crops, as below.
+    config.data.update(dict(color_jitter_prob=0.0, grayscale_prob=0.0))
     mesh = sharding.make_mesh(config.mesh)
     run = trainer.build(config, mesh)
     state = run.init_state()
     initial_queue = np.asarray(state.method_state["queue"])
     batch = sharding.to_global(_batch(config, 0), mesh)
+    views = color.to_model_input(batch["global"], config.data.mean, config.data.std)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     loss, aux = jax.jit(lambda v, s, b: mocov2.loss_fn(run.model, v, b, s, config.method, None, 0))(
-        variables, state.method_state, batch
+        variables, state.method_state, batch | {"global": views}
     )
     # The keys this step enqueues: the target network's projections of both views.
-    images = np.asarray(batch["global"]).reshape(64, 32, 32, 3)
+    images = np.asarray(views).reshape(64, 32, 32, 3)
     (_, keys), _ = run.model.apply(
         state.method_state["target"],
         images,

@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxssl.configs import simclr_cifar10
 from jaxssl import methods, sharding, trainer
+from jaxssl.configs import simclr_cifar10
+from jaxssl.data import color
 
 
 def _batches(config, count, size=32):
@@ -17,7 +18,7 @@ def _batches(config, count, size=32):
     b = config.train.batch_size
     for _ in range(count):
         yield {
-            "global": rng.normal(size=(b, 2, size, size, 3)).astype(np.float32),
+            "global": rng.integers(0, 256, (b, 2, size, size, 3), np.uint8),  # the host's crops
             "label": rng.integers(0, 10, size=(b,)).astype(np.int32),
             "index": np.arange(b, dtype=np.int32),
         }
@@ -108,10 +109,13 @@ def test_accumulating_micro_batches_equals_one_big_batch(per_example_method):
 
 def test_accumulation_with_batchnorm_and_contrastive_loss_is_per_micro_batch():
     config = _smoke(grad_accum_steps=2)
+    # No colour augmentation: the step feeds the model the normalized crops, as below.
+    config.data.update(dict(color_jitter_prob=0.0, grayscale_prob=0.0))
     mesh = sharding.make_mesh(config.mesh)
     run = trainer.build(config, mesh)
     state = jax.jit(run.init_fn, out_shardings=sharding.replicated(mesh))(run.init_key)
     batch = next(_batches(config, 1))
+    views = np.asarray(color.to_model_input(batch["global"], config.data.mean, config.data.std))
     method = methods.get_method("simclr")
 
     @jax.jit
@@ -122,8 +126,8 @@ def test_accumulation_with_batchnorm_and_contrastive_loss_is_per_micro_batch():
         ]
 
     # Micro-batch j is rows j, j + 2, ...: its own negatives and BatchNorm statistics.
-    expected = np.mean([simclr_loss(batch["global"][j::2]) for j in range(2)])
-    whole = float(simclr_loss(batch["global"]))
+    expected = np.mean([simclr_loss(views[j::2]) for j in range(2)])
+    whole = float(simclr_loss(views))
     _, metrics = run.train_step(state, sharding.to_global(batch, mesh))  # donates `state`
     np.testing.assert_allclose(metrics["train/loss"], expected, rtol=1e-5)
     assert abs(whole - expected) > 1e-3  # not what one step on the whole batch gives

@@ -1,13 +1,20 @@
-"""Global-batch semantics: the step gives the same result on 1 and 8 devices."""
+"""The train step: the same result on 1 and 8 devices; the crops coloured keyed by step."""
 
 import importlib
+import types
 
 import chex
+import flax.linen
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jaxssl import methods, sharding, trainer
+from jaxssl import state as state_lib
+from jaxssl import step as step_lib
+from jaxssl.data import color, fake
 
 
 def _smoke_config(method_name):
@@ -131,3 +138,78 @@ def test_im2col_matches_native(dtype):
             np.asarray(outs[0], np.float32), np.asarray(outs[1], np.float32), atol=tol, rtol=tol
         )
         chex.assert_trees_all_close(grads[0], grads[1], atol=tol * 10, rtol=tol)
+
+
+def test_the_step_colours_the_crops_keyed_by_step():
+    # The real step function around a stand-in method whose loss hands the views it got back
+    # as a metric, on the batch split over 8 devices as the trainer jits it.
+    config = _smoke_config("simclr")
+    config.data.blur_prob = 0.5
+
+    def loss_fn(model, variables, batch, method_state, method_config, rng, step):
+        del model, method_config, rng, step
+        views = batch["global"]  # [B, V, S, S, 3]
+        features = views.mean(axis=(2, 3)) * variables["params"]["scale"]  # [B, V, 3]
+        aux = methods.LossAux(features, variables["batch_stats"], method_state, {"views": views})
+        return jnp.mean(features**2), aux
+
+    def make_state(scale):
+        params = {"scale": jnp.asarray(scale, jnp.float32)}
+        probe_params = probe.init(jax.random.key(0), jnp.zeros((1, 3)))["params"]
+        return state_lib.TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            batch_stats={},
+            method_state={},
+            opt_state=tx.init(params),
+            probe_params=probe_params,
+            probe_opt_state=tx.init(probe_params),
+            nonfinite_steps=jnp.zeros((), jnp.int32),
+        )
+
+    def make_step(config):
+        step_fn = step_lib.make_train_step(
+            None,
+            types.SimpleNamespace(loss_fn=loss_fn),
+            probe,
+            tx,
+            tx,
+            optax.constant_schedule(0.1),
+            config,
+            jax.random.key(11),
+        )
+        return jax.jit(
+            step_fn, in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh))
+        )
+
+    probe, tx = flax.linen.Dense(10), optax.sgd(0.1)
+    mesh = sharding.make_mesh(config.mesh)
+    images = fake.make_examples("train", 32)[0]
+    host_batch = {
+        "global": np.repeat(images[:, None], 2, axis=1),  # [32, 2, 32, 32, 3] uint8 crops
+        "label": np.zeros(32, np.int32),
+        "index": np.arange(32, dtype=np.int32),
+    }
+    batch = sharding.to_global(host_batch, mesh)
+    assert len(batch["global"].sharding.device_set) == 8
+    train_step = make_step(config)
+
+    def views_at(step, scale=1.0):
+        state = make_state(scale).replace(step=jnp.asarray(step, jnp.int32))
+        new_state, metrics = train_step(state, batch)
+        assert int(new_state.step) == step + 1 and np.isfinite(metrics["train/loss"])
+        return np.asarray(metrics["views"])
+
+    views = views_at(7)
+    assert views.shape == (32, 2, 32, 32, 3) and views.dtype == np.float32
+    # A resumed step redraws its views: they depend on the step, not on the rest of the state.
+    np.testing.assert_array_equal(views, views_at(7, scale=2.0))
+    # Another step, other colours (a view the jitter skips at both steps may stay the same).
+    assert (np.abs(views - views_at(8)).mean(axis=(2, 3, 4)) > 0.01).mean() > 0.8
+    # The two views of each crop got their own colours.
+    assert (np.abs(views[:, 0] - views[:, 1]).mean(axis=(1, 2, 3)) > 0.01).mean() > 0.8
+    # With every colour probability 0 the step feeds the model the normalized crops.
+    config.data.update(dict(color_jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0))
+    plain = make_step(config)(make_state(1.0), batch)[1]["views"]
+    expected = color.to_model_input(host_batch["global"], config.data.mean, config.data.std)
+    np.testing.assert_allclose(plain, expected, atol=1e-6)

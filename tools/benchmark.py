@@ -49,15 +49,13 @@ def main(argv):
         "label": rng.integers(0, config.data.num_classes, size=batch_size).astype(np.int32),
         "index": np.arange(batch_size, dtype=np.int32),
     }
-    if config.data.augment_on_device:  # the step makes the views from source images
-        side = max(size, config.data.eval_image_size)
-        host_batch["image"] = rng.integers(0, 256, (batch_size, side, side, 3), np.uint8)
-    else:  # the pipeline's views: "global" [B, V, S, S, 3], multi-crop "local" [B, L, s, s, 3]
-        global_shape = (batch_size, config.data.num_views, size, size, 3)
-        host_batch["global"] = rng.normal(size=global_shape).astype(np.float32)
-        if local_views:
-            local_shape = (batch_size, local_views, local_size, local_size, 3)
-            host_batch["local"] = rng.normal(size=local_shape).astype(np.float32)
+    # The pipeline's uint8 crops, "global" [B, V, S, S, 3] and multi-crop "local"
+    # [B, L, s, s, 3]; the step applies the colour augmentation to them.
+    global_shape = (batch_size, config.data.num_views, size, size, 3)
+    host_batch["global"] = rng.integers(0, 256, global_shape, np.uint8)
+    if local_views:
+        local_shape = (batch_size, local_views, local_size, local_size, 3)
+        host_batch["local"] = rng.integers(0, 256, local_shape, np.uint8)
     state = run.init_state()
     batch = sharding.to_global(host_batch, mesh)
 

@@ -2,7 +2,8 @@
 
     python tools/knn_baselines.py --config jaxssl/configs/simclr_cifar10.py:cpu [--out base.json]
 
-* raw pixels: each image flattened, centred by its own mean, L2-normalised;
+* raw pixels: each image's pixels (with ``config.evals.patches``: its patches, concatenated)
+  flattened, centred by their own mean, L2-normalised;
 * random init: the config's backbone with freshly initialized weights (BatchNorm running
   statistics at their initial values, i.e. inference-mode identity normalization).
 Both use the same kNN protocol as training (``config.evals.knn``: cosine, temperature-weighted,
@@ -26,7 +27,6 @@ def main(argv):
     platform.configure_program()  # the trainer's malloc and XLA:CPU settings
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
     from jaxssl import sharding, trainer
     from jaxssl.evals import knn
@@ -42,15 +42,12 @@ def main(argv):
     }
     result["random_init_knn_top1"] = evaluator.run(state)["knn/top1"]
 
-    mean, std = np.asarray(config.data.mean), np.asarray(config.data.std)
-
-    def raw_pixels(variables, images):  # undo the pipeline's normalization, centre per image
+    def raw_pixels(variables, images):  # uint8 pixels, centred per image
         del variables
-        pixels = (images * std + mean).reshape(images.shape[0], -1)
+        pixels = images.reshape(images.shape[0], -1).astype(jnp.float32)
         return pixels - jnp.mean(pixels, axis=-1, keepdims=True)
 
     pixel_evaluator = knn.KNNEvaluator(
-        run.model,
         evaluator.make_memory_batches,
         evaluator.make_query_batches,
         mesh,

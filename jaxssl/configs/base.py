@@ -78,10 +78,6 @@ def get_base_config() -> ml_collections.ConfigDict:
             local_image_size=16,
             local_crop_scale=(0.05, 0.4),
             cache=True,
-            # True: the host ships the un-augmented uint8 images (batch["image"]) and the
-            # train step makes the views on device, keyed by fold_in(key, step)
-            # (jaxssl/data/color.py), for hosts whose CPUs cannot keep accelerators fed.
-            augment_on_device=False,
             crop_scale=(0.08, 1.0),
             crop_ratio=(3 / 4, 4 / 3),
             flip_prob=0.5,

@@ -1,1 +1,1 @@
-"""Host-side input pipelines (tf.data; no JAX imports except device.py)."""
+"""Input pipelines: tf.data on the host (sources, crops); color.py is JAX, for the device."""

@@ -1,24 +1,17 @@
-"""SimCLR-style image augmentations as pure JAX functions, for the train step on device.
+"""Photometric augmentations and input normalization as pure JAX functions, on device.
 
-The on-device twin of `jaxssl.data.augment` (``config.data.augment_on_device``): the host
-then ships the un-augmented uint8 images and the jitted train step makes the views. Every
-function maps a batch ``[N, H, W, 3]`` to a batch with per-example random parameters; the
-per-image kernels are ``jax.vmap``-ed and the random draws use partitionable threefry, so
-under ``jax.jit`` with the batch split over the mesh every device augments its own rows,
-with no collective, and the views are the same for any number of devices.
+The device half of the augmentation: the host cuts the views (`jaxssl.data.crops`: random
+resized crop and flip, shipped as uint8) and the jitted train step applies torchvision's
+colour jitter (in a random order per image), ITU-R 601-2 grayscale, SimCLR's reflect-padded
+Gaussian blur, BYOL's solarization and normalization to them (`augment_batch`). Every place
+that feeds images to a model normalizes them here too (`to_model_input`).
 
-Semantics follow the host pipeline (torchvision's): the same config fields, parameter
-ranges, op order, crop sampling (the same windows for the same uniforms), PIL-style
-antialiased bilinear resampling, ColorJitter in a random order per example, ITU-R 601-2
-grayscale, reflect-padded Gaussian blur with a 10% kernel, and solarization; for identical
-parameters the pixels agree with the host's to ~1e-6 (float rounding; the HSV round trip is
-a closed form here, TF's kernels there). What differs is where the random numbers come
-from: here op ``o`` draws ``jax.random.uniform(fold_in(key, o), [N * V, k])`` for all views
-of a batch, so a view is a function of (key, row in the batch, view number), where the host
-keys each view by (seed, example index, epoch, view number). In the train step
-(`jaxssl.step`) the key is ``fold_in(fold_in(base_key, stream), step)``, so a resumed run
-draws the same views; a run with ``augment_on_device`` sees views of the same distribution
-as the host pipeline's, not the same views.
+Each op maps a batch ``[N, H, W, 3]`` to a batch with per-example random parameters: op
+``o`` draws ``jax.random.uniform(fold_in(key, o), [N, k])``, the per-image kernels are
+``jax.vmap``-ed, and threefry is partitionable, so under ``jax.jit`` with the batch split over
+the mesh every device augments its own rows, with no collective, and the result is the same
+for any number of devices. The train step's key is ``fold_in(fold_in(base_key, stream),
+step)``, so a resumed run redraws the same colours.
 
 References:
   Chen et al., `A Simple Framework for Contrastive Learning of Visual Representations
@@ -26,7 +19,6 @@ References:
   Grill et al., `Bootstrap your own latent <https://arxiv.org/abs/2006.07733>`_, 2020.
 """
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,11 +27,9 @@ import jax.numpy as jnp
 
 # Op ids: each random decision of a view draws from its own stream, so enabling one op
 # (e.g. blur) never changes the randomness of another.
-_OP_CROP, _OP_FLIP, _OP_JITTER, _OP_GRAYSCALE, _OP_BLUR, _OP_SOLARIZE = range(6)
+_OP_JITTER, _OP_GRAYSCALE, _OP_BLUR, _OP_SOLARIZE = range(4)
 
-# torchvision's RandomResizedCrop makes 10 tries before falling back to a centre crop.
-_CROP_TRIES = 10
-_GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision, PIL and augment.py
+_GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision and PIL
 _HUE = 3  # the op id of hue in a jitter order; 0, 1, 2 are brightness, contrast, saturation
 
 
@@ -56,153 +46,6 @@ def _per_example(values: jax.Array) -> jax.Array:
 def _select(condition: jax.Array, on_true: jax.Array, on_false: jax.Array) -> jax.Array:
     """Per-example choice: ``condition`` is ``[N]``, the images ``[N, H, W, C]``."""
     return jnp.where(_per_example(condition), on_true, on_false)
-
-
-# --- Geometry ---
-
-
-def _crop_boxes(uniforms: jax.Array, height: int, width: int, scale, ratio) -> jax.Array:
-    """torchvision's ``RandomResizedCrop.get_params`` for ``[N, 2 * 10 + 2]`` uniforms.
-
-    Columns ``0..9`` choose the area, ``10..19`` the log aspect ratio of the ten tries, the
-    last two the top-left corner: the host's (``augment._crop_windows``) layout.
-    """
-    tries = _CROP_TRIES
-    area = float(height * width)
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    target_area = area * (scale[0] + uniforms[:, :tries] * (scale[1] - scale[0]))  # [N, tries]
-    aspect = jnp.exp(log_ratio[0] + uniforms[:, tries : 2 * tries] * (log_ratio[1] - log_ratio[0]))
-    # jnp.round rounds half to even, like Python's round() in torchvision.
-    crop_w = jnp.round(jnp.sqrt(target_area * aspect))
-    crop_h = jnp.round(jnp.sqrt(target_area / aspect))
-    valid = (crop_w > 0) & (crop_w <= width) & (crop_h > 0) & (crop_h <= height)
-    found = valid.any(axis=1)
-    first = jnp.argmax(valid, axis=1)  # the first valid try
-    crop_w = jnp.take_along_axis(crop_w, first[:, None], axis=1)[:, 0]
-    crop_h = jnp.take_along_axis(crop_h, first[:, None], axis=1)[:, 0]
-    # After ten misses: the whole image, or a centred crop clamped to the ratio range.
-    if width / height < min(ratio):
-        fallback_w, fallback_h = width, round(width / min(ratio))
-    elif width / height > max(ratio):
-        fallback_w, fallback_h = round(height * max(ratio)), height
-    else:
-        fallback_w, fallback_h = width, height
-    crop_h = jnp.where(found, crop_h, float(fallback_h))
-    crop_w = jnp.where(found, crop_w, float(fallback_w))
-    top = jnp.where(
-        found, jnp.floor(uniforms[:, -2] * (height - crop_h + 1)), float((height - fallback_h) // 2)
-    )
-    left = jnp.where(
-        found, jnp.floor(uniforms[:, -1] * (width - crop_w + 1)), float((width - fallback_w) // 2)
-    )
-    return jnp.stack([top, left, crop_h, crop_w], axis=1)
-
-
-def sample_crop_boxes(
-    key: jax.Array,
-    num: int,
-    height: int,
-    width: int,
-    scale: Sequence[float] = (0.08, 1.0),
-    ratio: Sequence[float] = (3 / 4, 4 / 3),
-) -> jax.Array:
-    """Random crop windows with torchvision ``RandomResizedCrop`` statistics.
-
-    Area fraction uniform in ``scale``, log aspect ratio uniform in ``log(ratio)``, the first
-    of 10 candidates that fits, else a centre crop; integer windows.
-
-    Args:
-      key: a JAX key.
-      num: number of windows ``N``.
-      height: image height.
-      width: image width.
-      scale: range of the crop's area as a fraction of the image's.
-      ratio: range of the crop's aspect ratio (width / height).
-
-    Returns:
-      ``[N, 4]`` float32 ``(top, left, height, width)`` in pixels, integer-valued.
-    """
-    uniforms = jax.random.uniform(key, (num, 2 * _CROP_TRIES + 2))
-    return _crop_boxes(uniforms, height, width, scale, ratio)
-
-
-def _resize_matrix(start: jax.Array, length: jax.Array, in_size: int, out_size: int) -> jax.Array:
-    """``[out_size, in_size]`` weights resampling pixels ``[start, start + length)``.
-
-    PIL's bilinear filter (torchvision's resize, and augment.py's): a triangle kernel at
-    half-pixel centres, widened by the scale factor when shrinking (antialiasing), and
-    renormalised at the window's edges, so samples never read outside the crop.
-    """
-    scale = length / out_size
-    centres = start + (jnp.arange(out_size, dtype=jnp.float32) + 0.5) * scale  # [out]
-    pixels = jnp.arange(in_size, dtype=jnp.float32) + 0.5  # [in]
-    weights = jax.nn.relu(1.0 - jnp.abs(pixels - centres[:, None]) / jnp.maximum(scale, 1.0))
-    weights *= (pixels >= start) & (pixels < start + length)
-    return weights / weights.sum(axis=1, keepdims=True)
-
-
-def _resized_crop_one(image: jax.Array, box: jax.Array, size: int) -> jax.Array:
-    top, left, crop_h, crop_w = box
-    rows = _resize_matrix(top, crop_h, image.shape[0], size)  # [S, H]
-    cols = _resize_matrix(left, crop_w, image.shape[1], size)  # [S, W]
-    # Separable resampling: two small matrix products, no gathers.
-    return jnp.einsum("sh,hwc,tw->stc", rows, image, cols)
-
-
-def resized_crop(images: jax.Array, boxes: jax.Array, size: int) -> jax.Array:
-    """Crops window ``boxes[n]`` of each image and resizes it to ``size x size`` (bilinear).
-
-    Args:
-      images: ``[N, H, W, C]`` uint8 in [0, 255] or float in [0, 1].
-      boxes: ``[N, 4]`` ``(top, left, height, width)`` in pixels, as `sample_crop_boxes`.
-      size: output side length (static).
-
-    Returns:
-      ``[N, size, size, C]`` float32 in [0, 1].
-    """
-    return jax.vmap(_resized_crop_one, in_axes=(0, 0, None))(_to_float(images), boxes, size)
-
-
-def random_resized_crop(
-    key: jax.Array,
-    images: jax.Array,
-    size: int,
-    scale: Sequence[float] = (0.08, 1.0),
-    ratio: Sequence[float] = (3 / 4, 4 / 3),
-) -> jax.Array:
-    """torchvision ``RandomResizedCrop``: a random window per image, resized to ``size``.
-
-    Args:
-      key: a JAX key.
-      images: ``[N, H, W, C]`` uint8 in [0, 255] or float in [0, 1].
-      size: output side length (static).
-      scale: range of the crop's area as a fraction of the image's.
-      ratio: range of the crop's aspect ratio (width / height).
-
-    Returns:
-      ``[N, size, size, C]`` float32 in [0, 1].
-
-    References:
-      Szegedy et al., `Going deeper with convolutions
-      <https://arxiv.org/abs/1409.4842>`_, 2015.
-    """
-    num, height, width, _ = images.shape
-    return resized_crop(images, sample_crop_boxes(key, num, height, width, scale, ratio), size)
-
-
-def random_flip(key: jax.Array, images: jax.Array, prob: float = 0.5) -> jax.Array:
-    """Mirrors each image left-right with probability ``prob``.
-
-    Args:
-      key: a JAX key.
-      images: ``[N, H, W, C]``.
-      prob: flip probability.
-
-    Returns:
-      ``[N, H, W, C]``, same dtype.
-    """
-    flip = jax.random.uniform(key, (images.shape[0],)) < prob
-    return _select(flip, images[:, :, ::-1], images)
 
 
 # --- Colour (torchvision's definitions) ---
@@ -355,7 +198,7 @@ def color_jitter(
     Returns:
       ``[N, H, W, 3]`` float32 in [0, 1].
     """
-    # The host's layout: apply, 3 blend factors, hue shift, 4 order keys.
+    # Columns: apply, 3 blend factors, hue shift, 4 order keys.
     uniforms = jax.random.uniform(key, (images.shape[0], 9))
 
     def factor(column, strength):
@@ -437,8 +280,8 @@ def random_gaussian_blur(
       images: ``[N, H, W, C]`` float.
       prob: probability.
       sigma: range of the standard deviation in pixels.
-      kernel_size: taps per dimension; default 10% of the image side, as SimCLR and the
-        host pipeline (3 taps at 32 px).
+      kernel_size: taps per dimension; default 10% of the image side, as SimCLR (3 taps at
+        32 px).
 
     Returns:
       ``[N, H, W, C]`` float32.
@@ -450,15 +293,10 @@ def random_gaussian_blur(
     return _select(uniforms[:, 0] < prob, blurred, images)
 
 
-def solarize(images: jax.Array, threshold: float = 0.5) -> jax.Array:
-    """BYOL's solarization: ``x < threshold ? x : 1 - x``."""
-    return jnp.where(images < threshold, images, 1.0 - images)
-
-
 def random_solarize(
     key: jax.Array, images: jax.Array, prob: float, threshold: float = 0.5
 ) -> jax.Array:
-    """Solarizes each image with probability ``prob``.
+    """BYOL's solarization, ``x < threshold ? x : 1 - x``, with probability ``prob``.
 
     Args:
       key: a JAX key.
@@ -469,7 +307,7 @@ def random_solarize(
     Returns:
       ``[N, H, W, C]`` float32 in [0, 1].
     """
-    solarized = solarize(images, threshold)
+    solarized = jnp.where(images < threshold, images, 1.0 - images)
     return _select(jax.random.uniform(key, (images.shape[0],)) < prob, solarized, images)
 
 
@@ -478,98 +316,83 @@ def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float]) ->
     return (images - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
 
 
+def to_model_input(images: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
+    """uint8 images as a model reads them: scaled to [0, 1], then `normalize`-d.
+
+    Args:
+      images: ``[..., 3]`` uint8 in [0, 255] (or float in [0, 1]).
+      mean: per-channel mean, ``config.data.mean``.
+      std: per-channel standard deviation, ``config.data.std``.
+
+    Returns:
+      ``[..., 3]`` float32.
+    """
+    return normalize(_to_float(images), mean, std)
+
+
 # --- Views ---
 
 
-def augment_views(
-    key: jax.Array, images: jax.Array, num_views: int, size: int, params: Mapping[str, Any]
-) -> jax.Array:
-    """``V`` independently augmented views of each image: the SimCLR/BYOL pipeline.
+def augment_views(key: jax.Array, views: jax.Array, data_config: Mapping[str, Any]) -> jax.Array:
+    """The photometric pipeline on a view group: the SimCLR/BYOL colour augmentations.
 
-    Per view, as `jaxssl.data.augment.simclr_views`: random resized crop, horizontal flip,
-    colour jitter, grayscale, optional blur and solarization, normalization.
+    Per view: colour jitter, grayscale, optional blur and solarization, normalization.
 
     Args:
-      key: a JAX key; op ``o`` draws its parameters for all ``N * V`` views from
+      key: a JAX key; op ``o`` draws its parameters for all ``B * V`` views from
         ``fold_in(key, o)``.
-      images: ``[N, H, W, 3]`` uint8 in [0, 255] or float in [0, 1].
-      num_views: ``V`` (static).
-      size: output side length ``S`` (static).
-      params: the augmentation fields of ``config.data`` (``crop_scale``, ``crop_ratio``,
-        ``flip_prob``, ``color_jitter_prob``, ``brightness``, ``contrast``, ``saturation``,
-        ``hue``, ``grayscale_prob``, ``blur_prob``, ``solarize_prob``, ``mean``, ``std``);
-        the ``config.data`` ConfigDict itself will do.
+      views: ``[B, V, S, S, 3]`` uint8, the host's crops (`jaxssl.data.crops.crop_views`).
+      data_config: the ``config.data`` ConfigDict (``color_jitter_prob``, ``brightness``,
+        ``contrast``, ``saturation``, ``hue``, ``grayscale_prob``, ``blur_prob``,
+        ``solarize_prob``, ``mean``, ``std``).
 
     Returns:
-      ``[N, V, S, S, 3]`` float32, normalized.
-
-    References:
-      Chen et al., `A Simple Framework for Contrastive Learning of Visual
-      Representations <https://arxiv.org/abs/2002.05709>`_, 2020 (appendix A).
+      ``[B, V, S, S, 3]`` float32, normalized.
     """
-    num = images.shape[0]
 
     def op_key(op):
         return jax.random.fold_in(key, op)
 
-    # Row n * V + v is view v of example n: every device repeats its own rows, and the
-    # result reshapes to [N, V, ...] without moving data between devices.
-    views = jnp.repeat(_to_float(images), num_views, axis=0)  # [N*V, H, W, 3]
-    views = random_resized_crop(
-        op_key(_OP_CROP), views, size, params["crop_scale"], params["crop_ratio"]
-    )
-    views = random_flip(op_key(_OP_FLIP), views, params["flip_prob"])
-    views = color_jitter(
+    # Row b * V + v is view v of example b: with the batch split over devices every device
+    # holds whole examples, and the result reshapes back without moving data.
+    images = _to_float(views.reshape(-1, *views.shape[2:]))  # [B*V, S, S, 3]
+    images = color_jitter(
         op_key(_OP_JITTER),
-        views,
-        params["color_jitter_prob"],
-        params["brightness"],
-        params["contrast"],
-        params["saturation"],
-        params["hue"],
+        images,
+        data_config["color_jitter_prob"],
+        data_config["brightness"],
+        data_config["contrast"],
+        data_config["saturation"],
+        data_config["hue"],
     )
-    views = random_grayscale(op_key(_OP_GRAYSCALE), views, params["grayscale_prob"])
+    images = random_grayscale(op_key(_OP_GRAYSCALE), images, data_config["grayscale_prob"])
     # Python-level skips: a zero probability should cost nothing.
-    if params["blur_prob"] > 0:
-        views = random_gaussian_blur(op_key(_OP_BLUR), views, params["blur_prob"])
-    if params["solarize_prob"] > 0:
-        views = random_solarize(op_key(_OP_SOLARIZE), views, params["solarize_prob"])
-    views = normalize(views, params["mean"], params["std"])
-    return views.reshape(num, num_views, size, size, views.shape[-1])
+    if data_config["blur_prob"] > 0:
+        images = random_gaussian_blur(op_key(_OP_BLUR), images, data_config["blur_prob"])
+    if data_config["solarize_prob"] > 0:
+        images = random_solarize(op_key(_OP_SOLARIZE), images, data_config["solarize_prob"])
+    images = normalize(images, data_config["mean"], data_config["std"])
+    return images.reshape(views.shape)
 
 
 def augment_batch(
     key: jax.Array, batch: Mapping[str, jax.Array], data_config: Mapping[str, Any]
 ) -> dict[str, jax.Array]:
-    """Replaces ``batch["image"]`` by view groups made as the host pipeline makes them.
+    """`augment_views` on the batch's view groups, each with its own key.
 
     Args:
       key: this step's key, e.g. ``fold_in(base_key, step)``; the global group uses
         ``fold_in(key, 0)``, the local group ``fold_in(key, 1)``.
-      batch: ``{"image": uint8 [B, H, W, 3], ...}``, e.g. from `jaxssl.data.tfds` with
-        ``data.augment_on_device``.
+      batch: the host's batch (`jaxssl.data.tfds.make_train_iterator`): ``"global"``
+        uint8 ``[B, V, S, S, 3]``, optionally ``"local"`` uint8 ``[B, L, s, s, 3]``
+        (multi-crop), and ``"label"``, ``"index"``.
       data_config: the ``config.data`` ConfigDict.
 
     Returns:
-      The batch without ``"image"`` and with ``"global"`` ``[B, V, S, S, 3]``, plus
-      ``"local"`` ``[B, L, s, s, 3]`` when ``data_config.local_views > 0`` (multi-crop, the
-      local group's crops from ``local_crop_scale``).
+      The batch with each view group replaced by its normalized float32 views.
     """
-    out = {name: value for name, value in batch.items() if name != "image"}
-    out["global"] = augment_views(
-        jax.random.fold_in(key, 0),
-        batch["image"],
-        int(data_config["num_views"]),
-        int(data_config["image_size"]),
-        data_config,
-    )
-    if data_config["local_views"] > 0:
-        local_params = {**data_config, "crop_scale": data_config["local_crop_scale"]}
-        out["local"] = augment_views(
-            jax.random.fold_in(key, 1),
-            batch["image"],
-            int(data_config["local_views"]),
-            int(data_config["local_image_size"]),
-            local_params,
-        )
+    out = dict(batch)
+    for number, group in enumerate(("global", "local")):
+        if group in batch:
+            out[group] = augment_views(jax.random.fold_in(key, number), batch[group], data_config)
     return out

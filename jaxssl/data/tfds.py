@@ -2,7 +2,9 @@
 
 Each process yields host-local batches (its rows of the global batch);
 `jaxssl.sharding.to_global` assembles them into global arrays. No JAX here: the pipeline
-is TensorFlow on the host CPU.
+is TensorFlow on the host CPU, and it ships uint8 pixels: training crops
+(`jaxssl.data.crops`) whose colour augmentation and normalization the train step applies
+(`jaxssl.data.color`), and resized evaluation images that the embedding functions normalize.
 
 The training stream is a pure function of (seed, step). With ``data.cache`` (datasets that
 fit in host memory, e.g. CIFAR) every process holds the whole split: epoch ``e`` visits it
@@ -26,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from jaxssl.data import augment, fake, folder
+from jaxssl.data import crops, fake, folder
 
 # Shuffle buffer of the streaming path (``cache=False``); a full permutation needs the
 # whole part in memory, which is what ``cache=True`` is for.
@@ -170,7 +172,7 @@ def make_train_iterator(
     process_index: int,
     process_count: int,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Infinite stream of this process's augmented training batches, from ``start_step``.
+    """Infinite stream of this process's training crops, from ``start_step``.
 
     Args:
       data_config: the ``config.data`` ConfigDict.
@@ -181,11 +183,10 @@ def make_train_iterator(
       process_count: number of processes.
 
     Returns:
-      An iterator of ``{"global": float32 [b, V, S, S, 3], "label": int32 [b],
-      "index": int32 [b]}`` with ``b = global_batch_size // process_count``, and with
-      ``data.local_views > 0`` (multi-crop) ``"local": float32 [b, L, s, s, 3]``. With
-      ``data.augment_on_device`` the views are left to the train step
-      (`jaxssl.data.color`): ``{"image": uint8 [b, H, W, 3], "label", "index"}`` instead.
+      An iterator of ``{"global": uint8 [b, V, S, S, 3], "label": int32 [b], "index":
+      int32 [b]}`` with ``b = global_batch_size // process_count``, and with
+      ``data.local_views > 0`` (multi-crop) ``"local": uint8 [b, L, s, s, 3]``: the views'
+      crops (`jaxssl.data.crops.crop_views`), for the train step's colour augmentation.
     """
     if global_batch_size % process_count:
         raise ValueError(
@@ -195,25 +196,12 @@ def make_train_iterator(
         )
     batch_size = global_batch_size // process_count
 
-    def augment_batch(batch):
-        if data_config.augment_on_device:
-            # The source images, uint8: at S = H, 1/(4 V) of the bytes of the float views.
-            return {
-                "image": batch["image"],
-                "label": batch["label"],
-                "index": tf.cast(batch["index"], tf.int32),
-            }
-        views = augment.simclr_views(
-            batch["image"], batch["index"], batch["epoch"], seed, data_config
-        )
-        out = {
-            "global": views,
-            "label": batch["label"],
-            "index": tf.cast(batch["index"], tf.int32),
-        }
-        if data_config.local_views > 0:  # multi-crop: the small views, their own array
-            out["local"] = augment.simclr_views(
-                batch["image"], batch["index"], batch["epoch"], seed, data_config, "local"
+    def crop_batch(batch):
+        out = {"label": batch["label"], "index": tf.cast(batch["index"], tf.int32)}
+        groups = ("global", "local") if data_config.local_views > 0 else ("global",)
+        for group in groups:  # multi-crop's small views travel as their own array
+            out[group] = crops.crop_views(
+                batch["image"], batch["index"], batch["epoch"], seed, data_config, group
             )
         return out
 
@@ -243,7 +231,7 @@ def make_train_iterator(
             rows = slice(process_index * batch_size, (process_index + 1) * batch_size)
             order = {key: value[rows] for key, value in order.items()}
             batch = {key: tf.gather(value, order["position"]) for key, value in arrays.items()}
-            return augment_batch(batch | {"epoch": order["epoch"]})
+            return crop_batch(batch | {"epoch": order["epoch"]})
 
         dataset = (
             tf.data.Dataset.counter(start_epoch)
@@ -281,7 +269,7 @@ def make_train_iterator(
             .flat_map(epoch_stream)
             .skip(skip)
             .batch(batch_size, drop_remainder=True)
-            .map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .map(crop_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         )
     dataset = dataset.prefetch(tf.data.AUTOTUNE).with_options(_options())
     return dataset.as_numpy_iterator()
@@ -294,6 +282,7 @@ def make_eval_iterator(
     batch_size: int,
     process_index: int,
     process_count: int,
+    patches: ml_collections.ConfigDict | None = None,
 ) -> tuple[Callable[[], Iterator[dict[str, np.ndarray]]], int]:
     """One ordered, unaugmented pass over this process's part of ``split`` per call.
 
@@ -307,38 +296,50 @@ def make_eval_iterator(
       batch_size: per-process batch size ``b``.
       process_index: this process's index.
       process_count: number of processes.
+      patches: ``config.evals.patches``; with ``patches.num > 0`` (EMP-SSL's bag-of-features
+        evaluation) the batches also hold ``"patches"``: uint8 ``[b, P, s, s, 3]``, ``P =
+        patches.num`` random resized crops of ``s = patches.size`` px of each image, keyed by
+        (``patches.seed``, example index, patch number) only, so every pass over every
+        checkpoint sees the same patches.
 
     Returns:
-      ``(make_iterator, n)``: ``make_iterator()`` returns an iterator of
-      ``{"image": float32 [b, S, S, 3] normalized (S = eval_image_size), "label": int32
-      [b], "mask": bool [b]}``; ``n`` is the number of real examples in this part.
+      ``(make_iterator, n)``: ``make_iterator()`` returns an iterator of ``{"image": uint8
+      [b, S, S, 3] (S = eval_image_size; `jaxssl.data.color.to_model_input` normalizes it),
+      "label": int32 [b], "mask": bool [b]}``; ``n`` is the number of real examples in this
+      part.
     """
     part = _open_config_split(data_config, split, process_index, process_count)
     num_batches = math.ceil(part.max_part_size / batch_size)
     size = int(data_config.eval_image_size)
-    mean, std = tuple(data_config.mean), tuple(data_config.std)
-
-    @tf.function(jit_compile=True)
-    def preprocess(images, mask):
-        if images.shape[1:3] == (size, size):
-            images = tf.cast(images, tf.float32) / 255.0
-        else:
-            images = augment.resize(images, size)
-        return tf.where(mask[:, None, None, None], augment.normalize(images, mean, std), 0.0)
+    with_patches = patches is not None and patches.num > 0
+    resize = tf.function(lambda images: crops.resize(images, size), jit_compile=True)
 
     def pad_batch(batch):
         num_real = tf.shape(batch["label"])[0]
         padding = batch_size - num_real
         images = tf.pad(batch["image"], [[0, padding], [0, 0], [0, 0], [0, 0]])
         images = tf.ensure_shape(images, [batch_size, *batch["image"].shape[1:]])
-        mask = tf.range(batch_size) < num_real
-        return {
-            "image": preprocess(images, mask),
+        out = {
+            "image": images if images.shape[1:3] == (size, size) else resize(images),
             "label": tf.pad(batch["label"], [[0, padding]]),
-            "mask": mask,
+            "mask": tf.range(batch_size) < num_real,
         }
+        if with_patches:
+            out["patches"] = crops.random_crops(
+                images,
+                tf.pad(batch["index"], [[0, padding]]),
+                0,
+                patches.seed,
+                num_views=int(patches.num),
+                size=int(patches.size),
+                scale=patches.scale,
+                ratio=patches.ratio,
+                flip_prob=0.0,
+            )
+        return out
 
-    dataset = part.dataset.map(lambda example: {k: example[k] for k in ("image", "label")})
+    keys = ("image", "label", "index") if with_patches else ("image", "label")
+    dataset = part.dataset.map(lambda example: {k: example[k] for k in keys})
     if data_config.cache:
         dataset = dataset.cache()
     # Empty batches after the data, so that every process yields num_batches. The data

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxssl import sharding
+from jaxssl.data import color
 from jaxssl.evals import spectral
 
 
@@ -167,7 +168,9 @@ def extract_features(
       embed_fn: jitted ``(variables, images) -> features``; features may be a pytree of
         ``[B, ...]`` arrays (e.g. backbone features and projections).
       variables: model variables.
-      batches: per-process batches ``{"image", "label", "mask"}``.
+      batches: per-process batches ``{"image", "label", "mask"}``, and ``"patches"`` for a
+        bag-of-patches evaluation (`jaxssl.data.tfds.make_eval_iterator`), which ``embed_fn``
+        then gets instead of ``"image"``.
       mesh: the mesh the batches are sharded over.
 
     Returns:
@@ -175,8 +178,11 @@ def extract_features(
     """
     features, labels, masks = [], [], []
     for batch in batches:
-        batch = sharding.to_global(batch, mesh)
-        features.append(embed_fn(variables, batch["image"]))
+        images = batch.get("patches", batch["image"])
+        batch = sharding.to_global(
+            {"images": images, "label": batch["label"], "mask": batch["mask"]}, mesh
+        )
+        features.append(embed_fn(variables, batch["images"]))
         labels.append(batch["label"])
         masks.append(batch["mask"])
     features = jax.tree.map(lambda *parts: jnp.concatenate(parts), *features)
@@ -250,27 +256,25 @@ class KNNEvaluator:
     """kNN top-1 of a TrainState's backbone: train split as memory, test split as queries.
 
     Args:
-      model: the ``SSLModel`` (``embed`` gives backbone features).
       make_memory_batches: returns an iterator over one pass of the memory split.
       make_query_batches: returns an iterator over one pass of the query split.
       mesh: the mesh.
       ks: neighbour counts to report; the first is logged as ``knn/top1``.
       temperature: vote temperature.
       num_classes: number of classes.
-      embed_fn: jitted ``(variables, images) -> features``; default the model's backbone.
+      embed_fn: jitted ``(variables, images) -> features``, e.g. `make_embed_fn`.
       majority: also report the unweighted majority vote (``knn/majority_top1_k<k>``).
     """
 
     def __init__(
         self,
-        model: nn.Module,
         make_memory_batches: Callable,
         make_query_batches: Callable,
         mesh: jax.sharding.Mesh,
         ks: Sequence[int],
         temperature: float,
         num_classes: int,
-        embed_fn: Callable | None = None,
+        embed_fn: Callable,
         majority: bool = False,
     ):
         self.make_memory_batches = make_memory_batches
@@ -280,7 +284,7 @@ class KNNEvaluator:
         self._temperature = temperature
         self._num_classes = num_classes
         self._majority = majority
-        self._embed_fn = embed_fn or make_embed_fn(model, mesh)
+        self._embed_fn = embed_fn
         self.rankme_rows = 25_600  # RankMe's recommended N (25,600 embeddings)
 
     def run(self, state) -> dict[str, float]:
@@ -306,68 +310,65 @@ class KNNEvaluator:
         return metrics
 
 
-def bag_of_patches(embed: Callable, config) -> Callable:
-    """EMP-SSL's evaluation embedding: the mean of the embeddings of ``config.num`` patches.
+def bag_of_patches(embed: Callable) -> Callable:
+    """EMP-SSL's evaluation embedding: the mean of the embeddings of an image's patches.
 
-    Each image is cut into ``config.num`` random resized crops of ``config.size`` px (area
-    fraction in ``config.scale``, aspect ratio in ``config.ratio``: the training patches'
-    distribution), every patch is embedded, and the image's embedding is their mean (Tong et
-    al. 2023, "bag of features"). The crops are keyed by ``config.seed`` and the patch index
-    only, so every evaluation of every checkpoint sees the same patches. Patches are embedded
-    one at a time (``lax.scan``): memory is that of one batch of patches, not ``num`` of them.
-    Cropping and resizing are linear with weights summing to 1, so they commute with the
-    per-channel normalization the images already carry.
+    The patches are random resized crops drawn like the training patches, cut on the host
+    (``config.evals.patches``, `jaxssl.data.tfds.make_eval_iterator`); every patch is
+    embedded, and the image's embedding is their mean (Tong et al. 2023, "bag of features").
+    Patches are embedded one at a time (``lax.scan``): the activations are those of one batch
+    of patches, not ``P`` of them.
 
     Args:
-      embed: ``(variables, images [B, H, W, 3]) -> pytree of [B, ...]`` features.
-      config: ``config.evals.patches``: ``num`` (> 0), ``size``, ``scale``, ``ratio``, ``seed``.
+      embed: ``(variables, images [B, s, s, 3]) -> pytree of [B, ...]`` features.
 
     Returns:
-      ``(variables, images) -> `` the same pytree, averaged over the patches.
+      ``(variables, patches [B, P, s, s, 3]) ->`` the same pytree, averaged over the patches.
     """
-    # Evaluators may use the data package; the import is here to keep knn.py's own path light.
-    from jaxssl.data import color  # noqa: PLC0415
 
-    key = jax.random.key(config.seed)
-
-    def embed_patches(variables, images):
-        def add_patch(total, index):
-            patch = color.random_resized_crop(
-                jax.random.fold_in(key, index), images, config.size, config.scale, config.ratio
-            )  # [B, S, S, 3]
+    def embed_patches(variables, patches):
+        def add_patch(total, patch):  # [B, s, s, 3]
             features = embed(variables, patch)
             return jax.tree.map(jnp.add, total, features), None
 
-        patch_shape = (images.shape[0], config.size, config.size, images.shape[-1])
-        shapes = jax.eval_shape(embed, variables, jax.ShapeDtypeStruct(patch_shape, images.dtype))
+        by_patch = jnp.swapaxes(patches, 0, 1)  # [P, B, s, s, 3]
+        shapes = jax.eval_shape(embed, variables, by_patch[0])
         zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
-        total, _ = jax.lax.scan(add_patch, zeros, jnp.arange(config.num))
-        return jax.tree.map(lambda x: x / config.num, total)
+        total, _ = jax.lax.scan(add_patch, zeros, by_patch)
+        return jax.tree.map(lambda x: x / patches.shape[1], total)
 
     return embed_patches
 
 
 def make_embed_fn(
-    model: nn.Module, mesh: jax.sharding.Mesh, flip: bool = False, patches=None
+    model: nn.Module,
+    mesh: jax.sharding.Mesh,
+    mean: Sequence[float],
+    std: Sequence[float],
+    flip: bool = False,
+    patches=None,
 ) -> Callable:
-    """Jitted ``(variables, images) -> backbone features [B, D]`` in inference mode.
+    """Jitted ``(variables, uint8 images) -> backbone features [B, D]`` in inference mode.
 
     Args:
       model: the ``SSLModel``.
       mesh: the mesh; features stay sharded over ``"data"`` like the images.
+      mean: per-channel mean of the normalization, ``config.data.mean``.
+      std: per-channel standard deviation, ``config.data.std``.
       flip: embed the horizontally flipped images instead.
-      patches: ``config.evals.patches``; with ``patches.num > 0`` an image's features are the
-        mean over its patches (`bag_of_patches`, EMP-SSL's evaluation).
+      patches: ``config.evals.patches``; with ``patches.num > 0`` the function takes the
+        host's patches ``[B, P, s, s, 3]`` and an image's features are the mean over its
+        patches (`bag_of_patches`, EMP-SSL's evaluation).
 
     Returns:
       The embedding function.
     """
 
-    def embed(variables, images):  # [B, H, W, 3] -> [B, D]
+    def embed(variables, images):  # [B, H, W, 3] uint8 -> [B, D]
         if flip:
             images = images[:, :, ::-1]
-        return model.apply(variables, images, method=model.embed)
+        return model.apply(variables, color.to_model_input(images, mean, std), method=model.embed)
 
     if patches is not None and patches.num > 0:
-        embed = bag_of_patches(embed, patches)
+        embed = bag_of_patches(embed)
     return jax.jit(embed, out_shardings=sharding.batch_sharding(mesh))
