@@ -1,12 +1,13 @@
-"""The ``jaxssl`` console script: ``jaxssl {train,eval,export} ...``."""
+"""The ``jaxssl`` console script: ``jaxssl {train,eval,export,compile} ...``."""
 
 import sys
 
-COMMANDS = ("train", "eval", "export")
+COMMANDS = ("train", "eval", "export", "compile")
 USAGE = """usage:
   jaxssl train --config jaxssl/configs/X.py[:preset] --workdir DIR [--config.a.b=v ...]
   jaxssl eval --workdir DIR [--step N] [--config.a.b=v ...]
-  jaxssl export --workdir DIR --out FILE.msgpack [--step N]"""
+  jaxssl export --workdir DIR --out FILE.msgpack [--step N]
+  jaxssl compile --config jaxssl/configs/X.py[:preset] --topology v5e:16x16 [--num_slices N]"""
 
 
 def main() -> None:
@@ -32,3 +33,7 @@ def main() -> None:
         from jaxssl import export  # noqa: PLC0415
 
         export.run(rest)
+    elif command == "compile":
+        from jaxssl import aot  # noqa: PLC0415
+
+        aot.run([f"jaxssl {command}", *rest])
