@@ -166,7 +166,8 @@ def memory_advice(config: ml_collections.ConfigDict, need: int, capacity: int, d
     per_device = config.train.batch_size // devices
     return (
         f"needs {need / 2**30:.2f} GiB per device, the chip has {capacity / 2**30:.2f} GiB per "
-        f"device. Lower the batch per device (now {per_device}: --config.train.batch_size), "
+        f"device available. Lower the batch per device (now {per_device}: "
+        "--config.train.batch_size), "
         f"split micro-batches (--config.train.grad_accum_steps={2 * config.train.grad_accum_steps}"
         f"), shard parameters and optimizer state (--config.mesh.fsdp=8), or compute in bf16 "
         f"(--config.model.dtype=bfloat16; now {config.model.dtype})."
@@ -233,13 +234,23 @@ def compile_run(
     compiled = run.train_step.lower(run.abstract_state, abstract_batch(config, batch_size, mesh))
     try:
         compiled = compiled.compile()
-    except Exception as e:  # the TPU compiler itself refuses programs that cannot fit
-        if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
+    except Exception as e:  # the TPU compiler refuses programs that cannot fit its HBM
+        message = str(e)
+        if "RESOURCE_EXHAUSTED" not in message:
             raise
-        needed = re.search(r"([0-9.]+)([GM])i?B? of ([0-9.]+)", str(e))
-        return {**report, "fits": False, "error": f"Train step does not fit: {str(e)[:600]}"} | (
-            {"compiler_message": needed.group(0)} if needed else {}
+        sizes = re.search(
+            r"\(([0-9.]+)([GMK])\) exceeds available HBM \(([0-9.]+)([GMK])\)", message
         )
+        unit = {"G": 2**30, "M": 2**20, "K": 2**10}
+        need = int(float(sizes.group(1)) * unit[sizes.group(2)]) if sizes else 0
+        available = int(float(sizes.group(3)) * unit[sizes.group(4)]) if sizes else capacity
+        first_line = message.strip().splitlines()[0][:300]
+        return report | {
+            "fits": False,
+            "error": f"{chip.name} chip memory exceeded: the train step "
+            + memory_advice(config, need, available, len(devices))
+            + f" (compiler: {first_line})",
+        }
     train_memory = memory(compiled)
     train_cost = cost(compiled)
     comms = collectives(compiled.as_text())

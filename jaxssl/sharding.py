@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import mesh_utils
 
 DATA_AXIS = "data"
 FSDP_AXIS = "fsdp"
@@ -58,12 +59,19 @@ def make_mesh(
             f"config.mesh.data={config.data} x config.mesh.fsdp={fsdp} needs {data * fsdp} "
             f"devices, but {available} are visible. Lower them or set data=-1 (all)."
         )
-    return jax.make_mesh(
-        (data, fsdp),
-        BATCH_AXES,
-        axis_types=(jax.sharding.AxisType.Auto,) * 2,
-        devices=devices[: data * fsdp],
-    )
+    devices = devices[: data * fsdp]
+    axis_types = (jax.sharding.AxisType.Auto,) * 2
+    slices = len({getattr(device, "slice_index", 0) for device in devices})
+    if slices > 1:
+        # Multi-slice: "data" spans the slices (their data-centre network carries only the
+        # gradient all-reduce across them); "fsdp" groups stay inside one slice's ICI.
+        if data % slices:
+            raise ValueError(f"config.mesh.data={data} must be a multiple of the {slices} slices.")
+        grid = mesh_utils.create_hybrid_device_mesh(
+            (data // slices, fsdp), (slices, 1), devices, allow_split_physical_axes=True
+        )
+        return jax.sharding.Mesh(grid, BATCH_AXES, axis_types=axis_types)
+    return jax.make_mesh((data, fsdp), BATCH_AXES, axis_types=axis_types, devices=devices)
 
 
 def replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
