@@ -1,4 +1,4 @@
-"""The one command line: ``jaxssl train | eval | export`` (`USAGE`), their flags and set-up.
+"""The one command line: ``jaxssl train | eval | export | compile`` (`USAGE`), flags, set-up.
 
 ``python -m jaxssl.train ...`` is ``jaxssl train ...``. Every command reads the flags defined
 here, and with ``--distributed`` calls ``jax.distributed.initialize`` here, before anything
@@ -44,15 +44,33 @@ HEARTBEAT_TIMEOUT_SECONDS = flags.DEFINE_integer(
 )
 STEP = flags.DEFINE_integer("step", None, "eval, export: checkpoint step; default the latest.")
 OUT = flags.DEFINE_string("out", None, "export: the .msgpack file to write.")
+TOPOLOGY = flags.DEFINE_string("topology", None, "compile: TPU topology, e.g. v5e:16x16, v4:4x4x8.")
+NUM_SLICES = flags.DEFINE_integer(
+    "num_slices", 1, "compile: slices joined over the data-centre network."
+)
+COMPILE_EVAL = flags.DEFINE_bool("compile_eval", True, "compile: also the kNN embedding step.")
 
 # The flags each command needs, and the flags only some commands read (an error elsewhere,
 # rather than silently ignored).
-_REQUIRED = {"train": ("config", "workdir"), "eval": ("workdir",), "export": ("workdir", "out")}
-_ONLY_FOR = {"config": ("train", "eval"), "step": ("eval", "export"), "out": ("export",)}
+_REQUIRED = {
+    "train": ("config", "workdir"),
+    "eval": ("workdir",),
+    "export": ("workdir", "out"),
+    "compile": ("config", "topology"),
+}
+_ONLY_FOR = {
+    "config": ("train", "eval", "compile"),
+    "workdir": ("train", "eval", "export"),
+    "step": ("eval", "export"),
+    "out": ("export",),
+    "topology": ("compile",),
+    "num_slices": ("compile",),
+}
 USAGE = """usage:
   jaxssl train --config jaxssl/configs/X.py[:preset] --workdir DIR [--config.a.b=v ...]
   jaxssl eval --workdir DIR [--step N] [--config.a.b=v ...]
-  jaxssl export --workdir DIR --out FILE.msgpack [--step N]"""
+  jaxssl export --workdir DIR --out FILE.msgpack [--step N]
+  jaxssl compile --config jaxssl/configs/X.py[:preset] --topology v5e:16x16 [--num_slices N]"""
 
 
 def resolve_config_path(spec: str) -> str:
@@ -172,7 +190,13 @@ def _export() -> None:
     print(f"Wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB).")
 
 
-COMMANDS = {"train": _train, "eval": _evaluate, "export": _export}
+def _compile() -> None:
+    from jaxssl import aot  # noqa: PLC0415
+
+    aot.report(CONFIG.value, TOPOLOGY.value, NUM_SLICES.value, COMPILE_EVAL.value)
+
+
+COMMANDS = {"train": _train, "eval": _evaluate, "export": _export, "compile": _compile}
 
 
 def _main(command: str, argv: list[str]) -> None:
@@ -198,6 +222,9 @@ def run(command: str, argv: list[str]) -> None:
       command: ``train``, ``eval`` or ``export``.
       argv: the program name, then its flags (as ``sys.argv``).
     """
+    if command == "compile":
+        # The host's own backend stays the CPU: the TPU devices are descriptions only.
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
     from jaxssl import platform  # noqa: PLC0415
 
     platform.configure_xla_cpu()
@@ -217,7 +244,7 @@ def run(command: str, argv: list[str]) -> None:
 
 
 def main() -> None:
-    """The ``jaxssl`` console script: ``jaxssl {train,eval,export} FLAGS``."""
+    """The ``jaxssl`` console script: ``jaxssl {train,eval,export,compile} FLAGS``."""
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         print(USAGE, file=sys.stderr)
         sys.exit(2)
@@ -226,3 +253,7 @@ def main() -> None:
     platform.exec_with_malloc_tunables()  # the console script is the process's own program
     command = sys.argv[1]
     run(command, [f"jaxssl {command}", *sys.argv[2:]])
+
+
+if __name__ == "__main__":
+    main()

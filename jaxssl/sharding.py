@@ -9,11 +9,13 @@ both cases, so results equal pure data parallelism up to float summation order.
 """
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import mesh_utils
 
 DATA_AXIS = "data"
 FSDP_AXIS = "fsdp"
@@ -21,10 +23,12 @@ FSDP_AXIS = "fsdp"
 BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
 
 
-def make_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+def make_mesh(
+    config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None
+) -> jax.sharding.Mesh:
     """A ``("data", "fsdp")`` mesh of ``config.data * config.fsdp`` devices.
 
-    ``config.data = -1`` takes all visible devices (of all processes) divided by ``fsdp``.
+    ``config.data = -1`` takes all ``devices`` divided by ``fsdp``.
     Consecutive devices share an ``"fsdp"`` group: on a multi-host slice keep ``fsdp`` at most
     the devices of one host (or one fast-interconnect island), where its all-gathers are cheap.
 
@@ -35,12 +39,16 @@ def make_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
 
     Args:
       config: the ``config.mesh`` section (``data``, ``fsdp``; ``fsdp`` defaults to 1).
+      devices: the devices to lay out; default ``jax.devices()`` (all processes'). A TPU
+        topology description's devices (`jaxssl.topology.devices`) give a mesh to compile
+        for ahead of time (`jaxssl.aot`).
 
     Returns:
       The mesh.
     """
+    devices = list(jax.devices() if devices is None else devices)
     fsdp = config.get("fsdp", 1)
-    available = jax.device_count()
+    available = len(devices)
     if fsdp < 1 or available % fsdp and config.data == -1:
         raise ValueError(
             f"config.mesh.fsdp={fsdp} must be >= 1 and divide the {available} visible devices."
@@ -51,12 +59,19 @@ def make_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
             f"config.mesh.data={config.data} x config.mesh.fsdp={fsdp} needs {data * fsdp} "
             f"devices, but {available} are visible. Lower them or set data=-1 (all)."
         )
-    return jax.make_mesh(
-        (data, fsdp),
-        BATCH_AXES,
-        axis_types=(jax.sharding.AxisType.Auto,) * 2,
-        devices=jax.devices()[: data * fsdp],
-    )
+    devices = devices[: data * fsdp]
+    axis_types = (jax.sharding.AxisType.Auto,) * 2
+    slices = len({getattr(device, "slice_index", 0) for device in devices})
+    if slices > 1:
+        # Multi-slice: "data" spans the slices (their data-centre network carries only the
+        # gradient all-reduce across them); "fsdp" groups stay inside one slice's ICI.
+        if data % slices:
+            raise ValueError(f"config.mesh.data={data} must be a multiple of the {slices} slices.")
+        grid = mesh_utils.create_hybrid_device_mesh(
+            (data // slices, fsdp), (slices, 1), devices, allow_split_physical_axes=True
+        )
+        return jax.sharding.Mesh(grid, BATCH_AXES, axis_types=axis_types)
+    return jax.make_mesh((data, fsdp), BATCH_AXES, axis_types=axis_types, devices=devices)
 
 
 def replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
@@ -114,10 +129,11 @@ def state_bytes(abstract_state: Any) -> tuple[int, int]:
 def check_batch_size(global_batch_size: int, mesh: jax.sharding.Mesh) -> None:
     """Raises if the global batch does not split evenly over devices and processes."""
     devices = mesh.devices.size
-    if global_batch_size % devices or global_batch_size % jax.process_count():
+    processes = len({device.process_index for device in mesh.devices.flat})
+    if global_batch_size % devices or global_batch_size % processes:
         raise ValueError(
             f"Global batch size {global_batch_size} must be divisible by the number of devices "
-            f"({devices}) and processes ({jax.process_count()}): every device gets an equal "
+            f"({devices}) and processes ({processes}): every device gets an equal "
             "slice of the batch. Change --config.train.batch_size or --config.mesh.data."
         )
 

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxssl.configs import byol_cifar10, simsiam_cifar10
 from jaxssl import sharding, trainer
+from jaxssl.configs import byol_cifar10, simsiam_cifar10
 from jaxssl.losses import byol as byol_losses
 from jaxssl.methods import byol
 

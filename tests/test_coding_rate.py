@@ -44,8 +44,8 @@ def test_emp_ssl_loss_matches_numpy():
 
 @pytest.mark.slow
 def test_emp_ssl_smoke_trains_and_evaluates_on_bags_of_patches(tmp_path):
-    from jaxssl.configs import emp_ssl_cifar10
     from jaxssl import trainer
+    from jaxssl.configs import emp_ssl_cifar10
 
     config = emp_ssl_cifar10.get_config("smoke")
     config.train.progress_bar = False

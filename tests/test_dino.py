@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxssl.configs import dino_cifar10
 from jaxssl import sharding, trainer
+from jaxssl.configs import dino_cifar10
 from jaxssl.losses import byol as byol_losses
 from jaxssl.losses import distillation
 from jaxssl.methods import dino

@@ -8,8 +8,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxssl.configs import byol_cifar10, simclr_cifar10
 from jaxssl import checkpoint, sharding, trainer
+from jaxssl.configs import byol_cifar10, simclr_cifar10
 
 
 def test_fsdp_spec_picks_the_largest_divisible_axis():

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxssl.configs import barlow_twins_cifar10, vicreg_cifar10
 from jaxssl import sharding, trainer
+from jaxssl.configs import barlow_twins_cifar10, vicreg_cifar10
 from jaxssl.losses import redundancy
 
 # --- Independent float64 references (other formulas than the library's where possible) ---

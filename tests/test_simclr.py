@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxssl.configs import simclr_cifar10
 from jaxssl import sharding, trainer
+from jaxssl.configs import simclr_cifar10
 from jaxssl.methods import simclr
 
 

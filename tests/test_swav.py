@@ -11,8 +11,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxssl.configs import swav_cifar10
 from jaxssl import sharding, trainer
+from jaxssl.configs import swav_cifar10
 from jaxssl.losses import swav as swav_losses
 from jaxssl.methods import swav
 from jaxssl.models import heads, ssl_model

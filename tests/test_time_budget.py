@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from jaxssl.configs import simclr_cifar10
 from jaxssl import trainer
+from jaxssl.configs import simclr_cifar10
 
 
 def _config(minutes):

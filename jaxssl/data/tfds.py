@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from jaxssl.data import crops, fake, folder
+from jaxssl.data import crops, fake, folder, jpeg
 
 # Shuffle buffer of the streaming path (``cache=False``); a full permutation needs the
 # whole part in memory, which is what ``cache=True`` is for.
@@ -146,6 +146,8 @@ def _open_config_split(
 ) -> _Part:
     if data_config.name == "folder":
         return _Part(*folder.open_config_split(data_config, split, process_index, process_count))
+    if data_config.get("decode_crop", False):  # JPEGs of any size: centre views
+        return _Part(*jpeg.open_eval_part(data_config, split, process_index, process_count))
     num_fake = {"train": data_config.fake_train_examples, "test": data_config.fake_test_examples}
     return _open_part(
         data_config.name,
@@ -193,6 +195,15 @@ def make_train_iterator(
             f"global_batch_size={global_batch_size} is not divisible by "
             f"process_count={process_count}: every process must feed the same number of "
             f"examples per step. Pick a multiple of {process_count}."
+        )
+    if data_config.get("decode_crop", False):  # JPEGs of any size: views from crop windows
+        return jpeg.make_train_iterator(
+            data_config,
+            global_batch_size=global_batch_size,
+            seed=seed,
+            start_step=start_step,
+            process_index=process_index,
+            process_count=process_count,
         )
     batch_size = global_batch_size // process_count
 
