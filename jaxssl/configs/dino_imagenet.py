@@ -23,13 +23,9 @@ import ml_collections
 
 from jaxssl.configs import base, imagenet_base
 
-PRESETS = ("default", "smoke")
-
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    preset = arg or "default"
-    if preset not in PRESETS:
-        raise ValueError(f"Unknown preset {preset!r} for dino_imagenet; valid: {PRESETS}.")
+    preset = base.parse_arg(arg, "dino_imagenet", ("default", "smoke"))
     config = base.get_base_config()
     imagenet_base.apply_imagenet(config, "vit_small", batch_size=1024, epochs=800.0)
     config.data.crop_scale = (0.4, 1.0)
@@ -53,14 +49,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.method.center_momentum = 0.9
     config.method.base_momentum = 0.996
     config.method.freeze_last_layer_epochs = 1.0
-    steps_per_epoch = config.data.get_ref("num_train_examples") // config.train.get_ref(
-        "batch_size"
+    config.method.warmup_teacher_temp_steps = base.epochs_to_steps(
+        config, config.method.get_ref("warmup_teacher_temp_epochs")
     )
-    config.method.warmup_teacher_temp_steps = (
-        config.method.get_ref("warmup_teacher_temp_epochs") * steps_per_epoch
-    )
-    config.method.freeze_last_layer_steps = (
-        config.method.get_ref("freeze_last_layer_epochs") * steps_per_epoch
+    config.method.freeze_last_layer_steps = base.epochs_to_steps(
+        config, config.method.get_ref("freeze_last_layer_epochs")
     )
     config.optim.name = "adamw"
     config.optim.base_lr = 5e-4

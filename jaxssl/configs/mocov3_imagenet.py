@@ -22,13 +22,9 @@ import ml_collections
 
 from jaxssl.configs import base, imagenet_base
 
-PRESETS = ("default", "smoke")
-
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    preset = arg or "default"
-    if preset not in PRESETS:
-        raise ValueError(f"Unknown preset {preset!r} for mocov3_imagenet; valid: {PRESETS}.")
+    preset = base.parse_arg(arg, "mocov3_imagenet", ("default", "smoke"))
     config = base.get_base_config()
     imagenet_base.apply_imagenet(config, "vit_base", batch_size=4096, epochs=300.0)
     config.model.patch_size = 16

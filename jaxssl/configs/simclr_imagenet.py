@@ -23,17 +23,14 @@ import ml_collections
 
 from jaxssl.configs import base, imagenet_base
 
-PRESETS = ("default", "smoke")
-
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    preset = arg or "default"
-    if preset not in PRESETS:
-        raise ValueError(f"Unknown preset {preset!r} for simclr_imagenet; valid: {PRESETS}.")
+    preset = base.parse_arg(arg, "simclr_imagenet", ("default", "smoke"))
     config = base.get_base_config()
     imagenet_base.apply_imagenet(config, "resnet50", batch_size=4096, epochs=1000.0)
     config.model.projector_hidden_dim = 2048
     config.model.projector_dim = 128
+    config.method = ml_collections.ConfigDict()
     config.method.name = "simclr"
     config.method.temperature = 0.1
     # "blockwise" keeps the [2B, 2B] similarities out of memory (docs/scaling.md: from 32k).

@@ -20,13 +20,9 @@ import ml_collections
 
 from jaxssl.configs import base, imagenet_base
 
-PRESETS = ("default", "smoke")
-
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    preset = arg or "default"
-    if preset not in PRESETS:
-        raise ValueError(f"Unknown preset {preset!r} for swav_imagenet; valid: {PRESETS}.")
+    preset = base.parse_arg(arg, "swav_imagenet", ("default", "smoke"))
     config = base.get_base_config()
     imagenet_base.apply_imagenet(config, "resnet50", batch_size=4096, epochs=800.0)
     config.data.crop_scale = (0.14, 1.0)
@@ -44,13 +40,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.method.freeze_prototypes_epochs = 1.0
     config.method.queue_length = 0
     config.method.queue_start_epochs = 0.0
-    steps_per_epoch = config.data.get_ref("num_train_examples") // config.train.get_ref(
-        "batch_size"
+    config.method.freeze_prototypes_steps = base.epochs_to_steps(
+        config, config.method.get_ref("freeze_prototypes_epochs")
     )
-    config.method.freeze_prototypes_steps = (
-        config.method.get_ref("freeze_prototypes_epochs") * steps_per_epoch
+    config.method.queue_start_steps = base.epochs_to_steps(
+        config, config.method.get_ref("queue_start_epochs")
     )
-    config.method.queue_start_steps = config.method.get_ref("queue_start_epochs") * steps_per_epoch
     config.optim.name = "lars"
     config.optim.base_lr = 0.3
     config.optim.weight_decay = 1e-6
