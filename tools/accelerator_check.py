@@ -12,9 +12,9 @@ Prints one JSON line with the figures.
 
 Needs jax, flax, optax, chex, ml_collections, numpy and Pillow, not TensorFlow: it builds the
 step from `jaxssl.methods`, `jaxssl.optim`, `jaxssl.state` and `jaxssl.step` (the pieces
-`jaxssl.trainer.build` compiles) and makes the CIFAR views here, in JAX: random resized crop
-(scale 0.2-1) and flip, then the colour stage of `jaxssl.data.color` (jitter, grayscale,
-normalization).
+`jaxssl.trainer.build` compiles) and makes the CIFAR crops here, in JAX: random resized crop
+(scale 0.2-1) and flip, shipped to the step as uint8 as the host pipeline ships them; the step
+applies `jaxssl.data.color`'s photometric augmentation and normalization.
 """
 
 import argparse
@@ -67,14 +67,14 @@ def throughput_224(batch_size: int, steps: int, warmup: int, tiny: bool) -> dict
     """(a): img/s (views counted as images: 2 per example) of the SimCLR ResNet-50 step."""
     config = simclr_imagenet.get_config("smoke" if tiny else None)
     config.train.batch_size = batch_size
-    config.data.decode_crop = False  # the step gets float views, as from the host pipeline
     mesh = sharding.make_mesh(config.mesh)
     state, train_step, _ = build_step(config, mesh)
     size, views = config.data.image_size, config.data.num_views
     rng = np.random.default_rng(0)
     batch = sharding.to_global(
         {
-            "global": rng.standard_normal((batch_size, views, size, size, 3), np.float32),
+            # uint8 crops, as the host ships them; the step applies colour and normalization.
+            "global": rng.integers(0, 256, (batch_size, views, size, size, 3), np.uint8),
             "label": rng.integers(0, 10, batch_size).astype(np.int32),
             "index": np.arange(batch_size, dtype=np.int32),
         },
@@ -153,42 +153,19 @@ def crop_and_flip(key, images, size: int, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)
     return jnp.where(flip[:, None, None, None], crops[:, :, ::-1], crops)
 
 
-def make_views_fn(data_config, num_views: int, size: int):
-    """Jitted ``(key, uint8 [N, H, W, 3]) -> [N, V, S, S, 3]`` normalized views, and its colour."""
-    try:
-        from jaxssl.data import color  # noqa: PLC0415
-
-        stages = (color.color_jitter, color.random_grayscale, color.normalize)
-        colour = "jaxssl.data.color"
-    except (ImportError, AttributeError):
-        stages, colour = None, "normalize only"
+def make_views_fn(num_views: int, size: int):
+    """Jitted ``(key, uint8 [N, H, W, 3]) -> uint8 [N, V, S, S, 3]`` crops, as the host ships
+    them (`jaxssl.data.crops` is TensorFlow, absent where this runs); the train step then
+    applies `jaxssl.data.color`'s photometric augmentation and normalization."""
 
     def views_fn(key, images):
-        images = images.astype(jnp.float32) / 255.0
-        out = []
-        for view in range(num_views):
-            view_key = jax.random.fold_in(key, view)
-            crop_key, jitter_key, gray_key = jax.random.split(view_key, 3)
-            x = crop_and_flip(crop_key, images, size)
-            if stages is None:
-                x = (x - jnp.asarray(data_config.mean)) / jnp.asarray(data_config.std)
-            else:
-                jitter, grayscale, normalize = stages
-                x = jitter(
-                    jitter_key,
-                    x,
-                    data_config.color_jitter_prob,
-                    data_config.brightness,
-                    data_config.contrast,
-                    data_config.saturation,
-                    data_config.hue,
-                )
-                x = grayscale(gray_key, x, data_config.grayscale_prob)
-                x = normalize(x, data_config.mean, data_config.std)
-            out.append(x)
-        return jnp.stack(out, axis=1)
+        images = images.astype(jnp.float32)
+        out = [
+            crop_and_flip(jax.random.fold_in(key, view), images, size) for view in range(num_views)
+        ]
+        return jnp.clip(jnp.round(jnp.stack(out, axis=1)), 0, 255).astype(jnp.uint8)
 
-    return jax.jit(views_fn), colour
+    return jax.jit(views_fn)
 
 
 def knn_top1(train_features, train_labels, test_features, test_labels, k=200, temperature=0.1):
@@ -229,7 +206,7 @@ def cifar_knn(path: str, epochs: float, batch_size: int, tiny: bool) -> dict:
         config.model.dtype = "bfloat16"
     mesh = sharding.make_mesh(config.mesh)
     state, train_step, model = build_step(config, mesh)
-    views_fn, colour = make_views_fn(config.data, config.data.num_views, config.data.image_size)
+    views_fn = make_views_fn(config.data.num_views, config.data.image_size)
     num_steps = int(config.train.num_steps)
     steps_per_epoch = len(train_x) // batch_size
     rng = np.random.default_rng(0)
@@ -273,7 +250,6 @@ def cifar_knn(path: str, epochs: float, batch_size: int, tiny: bool) -> dict:
         "cifar_epochs": epochs,
         "cifar_steps": num_steps,
         "cifar_batch": batch_size,
-        "cifar_colour": colour,
         "cifar_load_s": round(load_seconds, 1),
         "cifar_train_s": round(train_seconds, 1),
         "cifar_knn_s": round(time.perf_counter() - eval_start, 1),

@@ -50,7 +50,9 @@ BUDGET_SECONDS = 30 * 60
 _ROOT = flags.DEFINE_string("root", None, "Directory holding one workdir per method.")
 _METHODS = flags.DEFINE_list("methods", None, "Methods to run (default: all, in table order).")
 _COLLECT = flags.DEFINE_bool("collect", False, "Only print the table of finished runs.")
-_OUT = flags.DEFINE_string("out", None, "Also write all records as a JSON list here.")
+_RECORDS_JSON = flags.DEFINE_string(
+    "records_json", None, "Also write all records as a JSON list here."
+)
 _EXTRA = flags.DEFINE_multi_string("override", [], "Extra --config.* flags for every run.")
 flags.mark_flag_as_required("root")
 
@@ -197,8 +199,8 @@ def main(argv):
                 )
             records.append(run_one(method, known[method], root, _EXTRA.value))
             print(table(records[-1:]).splitlines()[-1], flush=True)
-    if _OUT.value:
-        with open(_OUT.value, "w") as f:
+    if _RECORDS_JSON.value:
+        with open(_RECORDS_JSON.value, "w") as f:
             json.dump(records, f, indent=2)
     print(table(records))
 
