@@ -33,37 +33,38 @@ def main(argv):
     import numpy as np
 
     from jaxssl import sharding, trainer
-    from jaxssl.evals import knn
+    from jaxssl.evals import features, knn
 
     config = _CONFIG.value
     mesh = sharding.make_mesh(config.mesh)
     run = trainer.build(config, mesh)
-    state = jax.jit(run.init_fn, out_shardings=sharding.replicated(mesh))(run.init_key)
-    evaluator = trainer.make_knn_evaluator(config, run.model, mesh)
+    extractor = features.Extractor(config, run.model, mesh)
     result = {
         "protocol": f"kNN k={config.evals.knn.k} T={config.evals.knn.temperature} cosine, "
         f"{config.data.eval_train_split} -> {config.data.eval_test_split}"
     }
-    result["random_init_knn_top1"] = evaluator.run(state)["knn/top1"]
+    result["random_init_knn_top1"] = trainer.evaluate_state(extractor, run.init_state())["knn/top1"]
 
     mean, std = np.asarray(config.data.mean), np.asarray(config.data.std)
 
     def raw_pixels(variables, images):  # undo the pipeline's normalization, centre per image
         del variables
         pixels = (images * std + mean).reshape(images.shape[0], -1)
-        return pixels - jnp.mean(pixels, axis=-1, keepdims=True)
+        return {"backbone": pixels - jnp.mean(pixels, axis=-1, keepdims=True)}
 
-    pixel_evaluator = knn.KNNEvaluator(
-        run.model,
-        evaluator.make_memory_batches,
-        evaluator.make_query_batches,
-        mesh,
-        ks=(config.evals.knn.k,),
-        temperature=config.evals.knn.temperature,
-        num_classes=config.data.num_classes,
-        embed_fn=jax.jit(raw_pixels),
+    pixels_fn = jax.jit(raw_pixels)
+    context = features.Context(
+        config=config,
+        mesh=mesh,
+        model=run.model,
+        variables={},
+        train=features.extract(pixels_fn, None, extractor.make_train_batches(), mesh),
+        test=features.extract(pixels_fn, None, extractor.make_test_batches(), mesh),
+        make_train_batches=extractor.make_train_batches,
+        make_test_batches=extractor.make_test_batches,
     )
-    result["raw_pixels_knn_top1"] = pixel_evaluator.run(state)["knn/top1"]
+    metrics = knn.run(context).metrics
+    result["raw_pixels_knn_top1"] = metrics[f"knn/top1_k{config.evals.knn.k}"]
     print(json.dumps(result))
     if _OUT.value:
         with open(_OUT.value, "w") as f:
