@@ -1,10 +1,13 @@
-"""Metric writing: ``WORKDIR/metrics.jsonl`` and TensorBoard event files, from process 0."""
+"""Metric writing (``WORKDIR/metrics.jsonl`` and TensorBoard event files, from process 0) and
+the step timing of the training loop."""
 
 import json
 import math
 import os
+import time
 
 import jax
+import numpy as np
 import tensorflow as tf
 
 
@@ -70,3 +73,69 @@ def _drop_records_after(path: str, step: int) -> None:
     with open(path + ".tmp", "w") as f:
         f.writelines(kept)
     os.replace(path + ".tmp", path)
+
+
+class StepTimer:
+    """Collects the metrics of the steps since the last log and times them.
+
+    The first step compiles the train step: its time is reported once, as
+    ``perf/compile_seconds``, and throughput is timed from the second step on.
+
+    Args:
+      views_per_step: images the step processes (global batch x views), for ``perf/img_per_s``.
+    """
+
+    def __init__(self, views_per_step: int):
+        self._views_per_step = views_per_step
+        self.loop_start = time.perf_counter()
+        self.first_compile_seconds = None  # the first step's time, kept for the time budget
+        self._compile_seconds = None  # ... and until it is logged
+        self._start = self.loop_start
+        self._pending = []
+        self._steps = 0  # steps since the last log
+        self._timed = 0  # of which timed (all but a compiling first step)
+
+    def add(self, metrics: dict) -> None:
+        """Records one step's (device) metrics; waits for the first step to time its compile."""
+        self._pending.append(metrics)
+        self._steps += 1
+        if self.first_compile_seconds is None:
+            jax.block_until_ready(metrics)
+            self.first_compile_seconds = time.perf_counter() - self._start
+            self._compile_seconds = self.first_compile_seconds
+            self.restart()
+        else:
+            self._timed += 1
+
+    def restart(self) -> None:
+        """Starts the throughput timing anew (after an evaluation, whose time is not the steps')."""
+        self._start, self._timed = time.perf_counter(), 0
+
+    def flush(self) -> tuple[dict[str, float], dict[str, float], int]:
+        """Host means of the recorded metrics, and the interval's timing; starts a new one.
+
+        Returns:
+          ``(means, perf, steps)``: the mean of every metric over the interval's steps (finite
+          values only, so a skipped step's NaN does not poison its interval), the
+          ``perf/img_per_s`` and (once) ``perf/compile_seconds`` entries, and the number of
+          steps recorded.
+        """
+        host = jax.device_get(self._pending)
+        elapsed = time.perf_counter() - self._start
+        means = {k: _finite_mean([m[k] for m in host]) for k in host[0]}
+        perf = {}
+        if self._timed:
+            perf["perf/img_per_s"] = self._timed * self._views_per_step / elapsed
+        if self._compile_seconds is not None:
+            perf["perf/compile_seconds"], self._compile_seconds = self._compile_seconds, None
+        steps = self._steps
+        self._pending, self._steps = [], 0
+        self.restart()
+        return means, perf, steps
+
+
+def _finite_mean(values: list) -> float:
+    """Mean over the finite values; NaN if there are none."""
+    values = np.asarray(values, np.float64)
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")

@@ -5,43 +5,19 @@ processes and kill them are marked ``slow`` (``python -m pytest -m slow``).
 """
 
 import glob
-import json
 import os
 import random
 import shutil
 import signal
 import subprocess
-import sys
-import time
 
 import jax
 import numpy as np
 import pytest
 
-from jaxssl import checkpoint, sharding, trainer
-from jaxssl.configs import simclr_cifar10
+from jaxssl import checkpoint, guards, trainer
 from jaxssl.data import tfds as input_pipeline
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMOKE = os.path.join(REPO, "jaxssl/configs/simclr_cifar10.py:smoke")
-
-
-def _config(steps=4, **train):
-    config = simclr_cifar10.get_config("smoke")
-    config.train.progress_bar = False
-    config.train.epochs = steps / 16  # 512 fake examples, batch 32: 16 steps an epoch
-    config.train.update(train)
-    return config
-
-
-def _losses(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        records = [json.loads(line) for line in f]
-    return [(r["step"], r["train/loss"]) for r in records if "train/loss" in r]
-
-
-def _steps_on_disk(workdir):
-    return sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+from tests import helpers
 
 
 def _poison_inputs(monkeypatch, bad_steps):
@@ -58,29 +34,18 @@ def _poison_inputs(monkeypatch, bad_steps):
     monkeypatch.setattr(input_pipeline, "make_train_iterator", make_train_iterator)
 
 
-def _restore(workdir, config):
-    mesh = sharding.make_mesh(config.mesh)
-    run = trainer.build(config, mesh)
-    abstract = checkpoint.abstract_with_sharding(
-        jax.eval_shape(run.init_fn, run.init_key), jax.NamedSharding(mesh, jax.P())
-    )
-    checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config, keep=3)
-    try:
-        return checkpointer.restore_latest_usable(abstract)
-    finally:
-        checkpointer.close()
-
-
 # --- NaN / Inf ---
 
 
 def test_nan_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     workdir = str(tmp_path)
     _poison_inputs(monkeypatch, {3})
-    with pytest.raises(trainer.NonFiniteLossError, match=r"at step 3 .*checkpoint: step 2"):
-        trainer.train_and_evaluate(_config(steps=4, checkpoint_every_steps=2), workdir)
-    assert _steps_on_disk(workdir) == [2]
-    state = _restore(workdir, _config())
+    with pytest.raises(guards.NonFiniteLossError, match=r"at step 3 .*checkpoint: step 2"):
+        trainer.train_and_evaluate(
+            helpers.smoke_run_config(steps=4, checkpoint_every_steps=2), workdir
+        )
+    assert helpers.checkpoint_steps(workdir) == [2]
+    state = helpers.restore_checkpoint(workdir, helpers.smoke_run_config())
     assert int(state.step) == 2
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
 
@@ -88,26 +53,28 @@ def test_nan_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path, monk
 def test_nan_skip_mode_drops_the_update_counts_it_and_goes_on(tmp_path, monkeypatch):
     workdir = str(tmp_path)
     _poison_inputs(monkeypatch, {2})
-    results = trainer.train_and_evaluate(_config(steps=4, on_nonfinite="skip"), workdir)
+    results = trainer.train_and_evaluate(
+        helpers.smoke_run_config(steps=4, on_nonfinite="skip"), workdir
+    )
     assert results["train/nonfinite_steps"] == 1
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        flags = {r["step"]: r["train/nonfinite"] for r in map(json.loads, f) if "train/loss" in r}
+    records = helpers.read_metrics(workdir)
+    flags = {r["step"]: r["train/nonfinite"] for r in records if "train/loss" in r}
     assert flags == {1: 0.0, 2: 1.0, 3: 0.0, 4: 0.0}
-    state = _restore(workdir, _config())
+    state = helpers.restore_checkpoint(workdir, helpers.smoke_run_config())
     assert int(state.step) == 4 and int(state.nonfinite_steps) == 1
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
 
 
 def test_nan_skip_mode_stops_after_too_many_in_a_row(tmp_path, monkeypatch):
     _poison_inputs(monkeypatch, {2, 3})
-    config = _config(steps=4, on_nonfinite="skip", max_consecutive_nonfinite=1)
-    with pytest.raises(trainer.NonFiniteLossError, match="2 consecutive steps up to 3"):
+    config = helpers.smoke_run_config(steps=4, on_nonfinite="skip", max_consecutive_nonfinite=1)
+    with pytest.raises(guards.NonFiniteLossError, match="2 consecutive steps up to 3"):
         trainer.train_and_evaluate(config, str(tmp_path))
 
 
 def test_unknown_nonfinite_policy_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="'stop' or 'skip'"):
-        trainer.train_and_evaluate(_config(on_nonfinite="ignore"), str(tmp_path))
+        trainer.train_and_evaluate(helpers.smoke_run_config(on_nonfinite="ignore"), str(tmp_path))
 
 
 # --- Corrupt, partial and foreign checkpoints ---
@@ -116,8 +83,8 @@ def test_unknown_nonfinite_policy_is_an_error(tmp_path):
 @pytest.fixture(scope="module")
 def _four_steps_template(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("template") / "run")
-    trainer.train_and_evaluate(_config(steps=4, checkpoint_every_steps=2), workdir)
-    assert _steps_on_disk(workdir) == [2, 4]
+    trainer.train_and_evaluate(helpers.smoke_run_config(steps=4, checkpoint_every_steps=2), workdir)
+    assert helpers.checkpoint_steps(workdir) == [2, 4]
     return workdir
 
 
@@ -148,19 +115,21 @@ def _truncate_largest_file(directory):
 )
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(four_steps, damage, caplog):
     damage(os.path.join(four_steps, "checkpoints", "4"))
-    assert int(_restore(four_steps, _config()).step) == 2
+    assert int(helpers.restore_checkpoint(four_steps, helpers.smoke_run_config()).step) == 2
     assert "Restored step 2 instead of the unreadable 4" in caplog.text
     moved = glob.glob(os.path.join(four_steps, "checkpoints_corrupt", "4-*"))
     assert len(moved) == 1 and os.listdir(moved[0])  # kept for the user, out of the way
-    assert _steps_on_disk(four_steps) == [2]
+    assert helpers.checkpoint_steps(four_steps) == [2]
 
 
 def test_run_resumes_past_a_corrupt_checkpoint_without_duplicate_records(four_steps):
     _truncate_largest_file(os.path.join(four_steps, "checkpoints", "4"))
-    expected = _losses(four_steps)[:2]  # steps 1-2: what the resumed run keeps
-    trainer.train_and_evaluate(_config(steps=6, checkpoint_every_steps=2), four_steps)
-    assert _steps_on_disk(four_steps) == [2, 4, 6]
-    losses = _losses(four_steps)
+    expected = helpers.train_losses(four_steps)[:2]  # steps 1-2: what the resumed run keeps
+    trainer.train_and_evaluate(
+        helpers.smoke_run_config(steps=6, checkpoint_every_steps=2), four_steps
+    )
+    assert helpers.checkpoint_steps(four_steps) == [2, 4, 6]
+    losses = helpers.train_losses(four_steps)
     assert [s for s, _ in losses] == [1, 2, 3, 4, 5, 6]  # steps 3-4 re-run, not duplicated
     assert losses[:2] == expected
 
@@ -170,7 +139,7 @@ def test_only_corrupt_checkpoints_is_an_error_that_deletes_nothing(four_steps):
     for step in (2, 4):
         _truncate_largest_file(os.path.join(workdir, "checkpoints", str(step)))
     with pytest.raises(checkpoint.NoUsableCheckpointError, match="nothing was deleted"):
-        _restore(workdir, _config())
+        helpers.restore_checkpoint(workdir, helpers.smoke_run_config())
     assert len(glob.glob(os.path.join(workdir, "checkpoints_corrupt", "*"))) == 2
 
 
@@ -181,13 +150,13 @@ def test_a_save_cut_short_leaves_the_previous_checkpoint_usable(four_steps):
     partial = os.path.join(ckpt, "6.orbax-checkpoint-tmp-1234567")
     shutil.copytree(os.path.join(ckpt, "4"), partial)
     _truncate_largest_file(partial)
-    state = _restore(workdir, _config())
+    state = helpers.restore_checkpoint(workdir, helpers.smoke_run_config())
     assert int(state.step) == 4
     assert not os.path.exists(partial)  # cleaned up on start
 
 
 def test_checkpoint_of_other_shapes_is_an_error_and_untouched(four_steps):
-    config = _config(steps=6)
+    config = helpers.smoke_run_config(steps=6)
     config.model.projector_dim = 8
     before = sorted(glob.glob(os.path.join(four_steps, "**"), recursive=True))
     with pytest.raises(checkpoint.IncompatibleCheckpointError, match="projector_dim"):
@@ -198,44 +167,12 @@ def test_checkpoint_of_other_shapes_is_an_error_and_untouched(four_steps):
 # --- Real signals on real training processes ---
 
 
-def _launch(workdir, steps, *extra, env=None):
-    command = [
-        sys.executable,
-        "-m",
-        "jaxssl.train",
-        "--config",
-        SMOKE,
-        "--workdir",
-        workdir,
-        "--config.train.progress_bar=false",
-        f"--config.train.epochs={steps / 16}",
-        "--config.train.checkpoint_every_steps=1",
-        *extra,
-    ]
+def _launch(workdir, steps):
+    """A training process checkpointing every step, its output piped."""
+    command = helpers.train_command(workdir, steps, "--config.train.checkpoint_every_steps=1")
     return subprocess.Popen(
-        command,
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        command, cwd=helpers.REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-
-
-def _wait_for_step(workdir, step, process, timeout=180):
-    """Polls metrics.jsonl until it records ``step`` (or the process ends)."""
-    deadline = time.monotonic() + timeout
-    path = os.path.join(workdir, "metrics.jsonl")
-    while time.monotonic() < deadline and process.poll() is None:
-        if os.path.exists(path):
-            with open(path) as f:
-                steps = [json.loads(line)["step"] for line in f if line.endswith("\n")]
-            if steps and max(steps) >= step:
-                return
-        time.sleep(0.02)
-    if process.poll() is None:
-        process.kill()
-        pytest.fail(f"training did not reach step {step} within {timeout} s")
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +182,7 @@ def reference_losses(tmp_path_factory):
     process = _launch(workdir, 24)
     output, _ = process.communicate(timeout=600)
     assert process.returncode == 0, output
-    return _losses(workdir)
+    return helpers.train_losses(workdir)
 
 
 @pytest.mark.slow
@@ -255,27 +192,29 @@ def test_sigkill_at_random_steps_then_resume_is_bitwise_identical(tmp_path, refe
     kills = sorted(rng.sample(range(2, 22), 3))
     for step in kills:
         process = _launch(workdir, 24)
-        _wait_for_step(workdir, step, process)
+        helpers.wait_for_step(workdir, step, [process])
         process.send_signal(signal.SIGKILL)
         process.wait()
     process = _launch(workdir, 24)
     output, _ = process.communicate(timeout=600)
     assert process.returncode == 0, output
-    assert _losses(workdir) == reference_losses  # bitwise: same floats, same steps, once each
+    assert (
+        helpers.train_losses(workdir) == reference_losses
+    )  # bitwise: same floats, same steps, once each
 
 
 @pytest.mark.slow
 def test_sigterm_checkpoints_exits_zero_and_resumes_identically(tmp_path, reference_losses):
     workdir = str(tmp_path)
     process = _launch(workdir, 24)
-    _wait_for_step(workdir, 5, process)
+    helpers.wait_for_step(workdir, 5, [process])
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 0, output
     assert "Preempted (SIGTERM)" in output and "Rerun the same command" in output
-    stopped = max(s for s, _ in _losses(workdir))
-    assert stopped < 24 and stopped in _steps_on_disk(workdir)
+    stopped = max(s for s, _ in helpers.train_losses(workdir))
+    assert stopped < 24 and stopped in helpers.checkpoint_steps(workdir)
     process = _launch(workdir, 24)
     output, _ = process.communicate(timeout=600)
     assert process.returncode == 0, output
-    assert _losses(workdir) == reference_losses
+    assert helpers.train_losses(workdir) == reference_losses

@@ -8,8 +8,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxssl import checkpoint, sharding, trainer
+from jaxssl import checkpoint, sharding
 from jaxssl.configs import byol_cifar10, simclr_cifar10
+from tests import helpers
 
 
 def test_fsdp_spec_picks_the_largest_divisible_axis():
@@ -48,21 +49,8 @@ def _config(method, data, fsdp):
 
 
 def _train(config, num_steps=2):
-    mesh = sharding.make_mesh(config.mesh)
-    run = trainer.build(config, mesh)
-    state = run.init_state()
-    rng = np.random.default_rng(0)
-    losses = []
-    for _ in range(num_steps):
-        b = config.train.batch_size
-        batch = {
-            "global": rng.normal(size=(b, 2, 32, 32, 3)).astype(np.float32),
-            "label": rng.integers(0, 10, size=(b,)).astype(np.int32),
-            "index": np.arange(b, dtype=np.int32),
-        }
-        state, metrics = run.train_step(state, sharding.to_global(batch, mesh))
-        losses.append(float(metrics["train/loss"]))
-    return run, state, losses
+    run, state, history = helpers.train_steps(config, num_steps)
+    return run, state, [float(metrics["train/loss"]) for metrics in history]
 
 
 def _relative_error(a, b) -> float:

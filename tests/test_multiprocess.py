@@ -5,20 +5,18 @@ that a 1-process run resumes, checkpoint together on SIGTERM, and exit within a 
 when a peer dies. Each test starts several JAX processes: all are ``slow``.
 """
 
-import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMOKE = os.path.join(REPO, "jaxssl/configs/simclr_cifar10.py:smoke")
+from tests import helpers
+
 HEARTBEAT_SECONDS = 10
 
 pytestmark = pytest.mark.slow
@@ -38,32 +36,17 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _train_args(workdir, steps, extra):
-    return [
-        sys.executable,
-        "-m",
-        "jaxssl.train",
-        "--config",
-        SMOKE,
-        "--workdir",
-        workdir,
-        "--config.train.progress_bar=false",
-        f"--config.train.epochs={steps / 16}",  # 512 fake examples, batch 32
-        *extra,
-    ]
-
-
 def _start(workdir, steps, num_processes, *extra):
     """Starts the run; returns the processes (output to WORKDIR/process_<i>.log)."""
     os.makedirs(workdir, exist_ok=True)
     if num_processes == 1:
-        command = _train_args(workdir, steps, extra)
+        command = helpers.train_command(workdir, steps, *extra)
         log = open(os.path.join(workdir, "process_0.log"), "a")  # noqa: SIM115
-        return [subprocess.Popen(command, cwd=REPO, env=_env(8), stdout=log, stderr=log)]
+        return [subprocess.Popen(command, cwd=helpers.REPO, env=_env(8), stdout=log, stderr=log)]
     port = _free_port()
     processes = []
     for i in range(num_processes):
-        command = _train_args(workdir, steps, extra) + [
+        command = helpers.train_command(workdir, steps, *extra) + [
             "--distributed",
             f"--coordinator_address=127.0.0.1:{port}",
             f"--num_processes={num_processes}",
@@ -73,7 +56,9 @@ def _start(workdir, steps, num_processes, *extra):
         log = open(os.path.join(workdir, f"process_{i}.log"), "a")  # noqa: SIM115
         env = _env(8 // num_processes)
         processes.append(
-            subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+            subprocess.Popen(
+                command, cwd=helpers.REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
         )
     return processes
 
@@ -89,23 +74,7 @@ def _finish(workdir, processes, timeout=600):
 
 
 def _losses(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        records = [json.loads(line) for line in f]
-    return {r["step"]: r["train/loss"] for r in records if "train/loss" in r}
-
-
-def _wait_for_step(workdir, step, processes, timeout=300):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in processes):
-            pytest.fail("a process ended early:\n" + _log(workdir)[-3000:])
-        try:
-            if max(_losses(workdir), default=0) >= step:
-                return
-        except (FileNotFoundError, json.JSONDecodeError):
-            pass
-        time.sleep(0.05)
-    pytest.fail(f"step {step} not reached in {timeout} s")
+    return dict(helpers.train_losses(workdir))
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +113,7 @@ def test_two_processes_match_one_and_their_checkpoint_resumes_in_one(
 def test_sigterm_to_one_process_checkpoints_all_at_the_same_step(tmp_path):
     workdir = str(tmp_path)
     processes = _start(workdir, 400, 2, "--config.train.checkpoint_every_steps=1000")
-    _wait_for_step(workdir, 3, processes)
+    helpers.wait_for_step(workdir, 3, processes, timeout=300, output=lambda: _log(workdir))
     processes[1].send_signal(signal.SIGTERM)  # the notice reaches one host; all must stop
     _finish(workdir, processes, timeout=120)
     assert "Preempted (SIGTERM)" in _log(workdir, 0)
@@ -156,7 +125,7 @@ def test_sigterm_to_one_process_checkpoints_all_at_the_same_step(tmp_path):
 def test_dead_peer_makes_the_others_exit_with_an_error_in_bounded_time(tmp_path):
     workdir = str(tmp_path)
     processes = _start(workdir, 400, 2, "--config.train.checkpoint_every_steps=1000")
-    _wait_for_step(workdir, 3, processes)
+    helpers.wait_for_step(workdir, 3, processes, timeout=300, output=lambda: _log(workdir))
     processes[1].send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
     try:

@@ -2,16 +2,14 @@
 
 import json
 import os
+import shutil
 
 import pytest
 
-from jaxssl import checkpoint, trainer
-from jaxssl.configs import simclr_cifar10
+from jaxssl import checkpoint, guards, trainer
+from tests import helpers
 
-
-def _read_metrics(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _snapshot(directory):
@@ -25,15 +23,13 @@ def _snapshot(directory):
 @pytest.fixture(scope="module")
 def trained_workdir(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("smoke"))
-    config = simclr_cifar10.get_config("smoke")
-    config.train.progress_bar = False
-    results = trainer.train_and_evaluate(config, workdir)
+    results = trainer.train_and_evaluate(helpers.smoke_run_config(), workdir)
     return workdir, results
 
 
 def test_smoke_trains_and_logs(trained_workdir):
     workdir, results = trained_workdir
-    records = _read_metrics(workdir)
+    records = helpers.read_metrics(workdir)
     train_records = [r for r in records if "train/loss" in r]
     assert [r["step"] for r in train_records] == [1, 2, 3, 4]
     for key in (
@@ -58,18 +54,14 @@ def test_smoke_trains_and_logs(trained_workdir):
 
 def test_rerun_resumes_at_saved_step(trained_workdir, tmp_path):
     workdir, _ = trained_workdir
-    config = simclr_cifar10.get_config("smoke")
-    config.train.progress_bar = False
-    config.train.epochs = 0.375  # 6 steps: two more than the first run
-    trainer.train_and_evaluate(config, workdir)
-    steps = [r["step"] for r in _read_metrics(workdir) if "train/loss" in r]
-    assert steps == [1, 2, 3, 4, 5, 6]
+    trainer.train_and_evaluate(helpers.smoke_run_config(steps=6), workdir)  # two more steps
+    assert [step for step, _ in helpers.train_losses(workdir)] == [1, 2, 3, 4, 5, 6]
 
 
 def test_incompatible_checkpoint_is_an_error_and_untouched(trained_workdir):
     workdir, _ = trained_workdir
     before = _snapshot(workdir)
-    config = simclr_cifar10.get_config("smoke")
+    config = helpers.smoke_run_config()
     config.model.width = 8
     with pytest.raises(checkpoint.IncompatibleCheckpointError, match="model.width"):
         trainer.train_and_evaluate(config, workdir)
@@ -77,7 +69,7 @@ def test_incompatible_checkpoint_is_an_error_and_untouched(trained_workdir):
 
 
 def test_missing_dataset_says_how_to_fix(tmp_path):
-    config = simclr_cifar10.get_config("smoke")
+    config = helpers.smoke_run_config()
     config.data.name = "cifar10"
     config.data.data_dir = str(tmp_path / "no_data_here")
     with pytest.raises(FileNotFoundError, match="TFDS_DATA_DIR"):
@@ -86,7 +78,50 @@ def test_missing_dataset_says_how_to_fix(tmp_path):
 
 
 def test_batch_size_must_divide_devices(tmp_path):
-    config = simclr_cifar10.get_config("smoke")
+    config = helpers.smoke_run_config()
     config.train.batch_size = 36  # 8 devices
     with pytest.raises(ValueError, match="divisible by the number of devices"):
         trainer.train_and_evaluate(config, str(tmp_path))
+
+
+@pytest.fixture
+def fast_clock(monkeypatch):
+    """1 settling and 3 calibration steps, and a fit that sees 15 s per step and no time spent
+    so far: the loop's real timing is replaced so that the fitted length is known
+    (1 + 1 + 3 = 5 steps, then 60 s / 15 s = 4 more: 9)."""
+    monkeypatch.setattr(guards.TimeBudget, "SETTLE_STEPS", 1)
+    monkeypatch.setattr(guards.TimeBudget, "CALIBRATION_STEPS", 3)
+    fit = guards.TimeBudget.fit
+
+    def fixed_fit(self, loop_seconds, step_seconds, compile_seconds):
+        assert loop_seconds > 0 and step_seconds > 0 and compile_seconds > 0
+        return fit(self, loop_seconds=0.0, step_seconds=15.0, compile_seconds=0.0)
+
+    monkeypatch.setattr(guards.TimeBudget, "fit", fixed_fit)
+
+
+def test_the_loop_trains_the_time_budget_length_and_a_resume_keeps_it(tmp_path, fast_clock):
+    workdir = str(tmp_path)
+    config = helpers.smoke_run_config(time_budget_minutes=1.0, checkpoint_every_steps=3)
+    trainer.train_and_evaluate(config, workdir)
+
+    def budget_record():
+        with open(os.path.join(workdir, guards.TIME_BUDGET_FILE)) as f:
+            return json.load(f)
+
+    def trained_steps():
+        return [step for step, _ in helpers.train_losses(workdir)]
+
+    assert budget_record()["num_steps"] == 9
+    assert trained_steps() == list(range(1, 10))
+    with open(os.path.join(workdir, "config.json")) as f:
+        saved = json.load(f)["train"]
+    assert saved["num_steps"] == 9 and saved["epochs"] == 9 * 32 / 512
+    # Lose the newest checkpoints; a rerun, even with another budget, resumes from step 3 and
+    # trains to the stored length without measuring again.
+    for step in ("6", "9"):
+        shutil.rmtree(os.path.join(workdir, "checkpoints", step))
+    before = budget_record()
+    trainer.train_and_evaluate(helpers.smoke_run_config(time_budget_minutes=0.01), workdir)
+    assert budget_record() == before
+    assert trained_steps() == list(range(1, 10))

@@ -2,8 +2,7 @@
 
     python tools/knn_baselines.py --config jaxssl/configs/simclr_cifar10.py:cpu [--out base.json]
 
-* raw pixels: each image's pixels (with ``config.evals.patches``: its patches, concatenated)
-  flattened, centred by their own mean, L2-normalised;
+* raw pixels: each image flattened, centred by its own mean, L2-normalised;
 * random init: the config's backbone with freshly initialized weights (BatchNorm running
   statistics at their initial values, i.e. inference-mode identity normalization).
 Both use the same kNN protocol as training (``config.evals.knn``: cosine, temperature-weighted,
@@ -11,9 +10,13 @@ train split as memory, test split as queries).
 """
 
 import json
+import os
+import sys
 
-from absl import app, flags
-from ml_collections import config_flags
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config[:preset].", lock_config=True)
 _OUT = flags.DEFINE_string("out", None, "Also write the JSON result to this file.")
@@ -29,34 +32,36 @@ def main(argv):
     import jax.numpy as jnp
 
     from jaxssl import sharding, trainer
-    from jaxssl.evals import knn
+    from jaxssl.evals import features, knn
 
     config = _CONFIG.value
     mesh = sharding.make_mesh(config.mesh)
     run = trainer.build(config, mesh)
-    state = jax.jit(run.init_fn, out_shardings=sharding.replicated(mesh))(run.init_key)
-    evaluator = trainer.make_knn_evaluator(config, run.model, mesh)
+    extractor = features.Extractor(config, run.model, mesh)
     result = {
         "protocol": f"kNN k={config.evals.knn.k} T={config.evals.knn.temperature} cosine, "
         f"{config.data.eval_train_split} -> {config.data.eval_test_split}"
     }
-    result["random_init_knn_top1"] = evaluator.run(state)["knn/top1"]
+    result["random_init_knn_top1"] = trainer.evaluate_state(extractor, run.init_state())["knn/top1"]
 
-    def raw_pixels(variables, images):  # uint8 pixels, centred per image
+    def raw_pixels(variables, images):  # uint8 pixels in [0, 1], centred per image
         del variables
-        pixels = images.reshape(images.shape[0], -1).astype(jnp.float32)
-        return pixels - jnp.mean(pixels, axis=-1, keepdims=True)
+        pixels = images.reshape(images.shape[0], -1).astype(jnp.float32) / 255.0
+        return {"backbone": pixels - jnp.mean(pixels, axis=-1, keepdims=True)}
 
-    pixel_evaluator = knn.KNNEvaluator(
-        evaluator.make_memory_batches,
-        evaluator.make_query_batches,
-        mesh,
-        ks=(config.evals.knn.k,),
-        temperature=config.evals.knn.temperature,
-        num_classes=config.data.num_classes,
-        embed_fn=jax.jit(raw_pixels),
+    pixels_fn = jax.jit(raw_pixels)
+    context = features.Context(
+        config=config,
+        mesh=mesh,
+        model=run.model,
+        variables={},
+        train=features.extract(pixels_fn, None, extractor.make_train_batches(), mesh),
+        test=features.extract(pixels_fn, None, extractor.make_test_batches(), mesh),
+        make_train_batches=extractor.make_train_batches,
+        make_test_batches=extractor.make_test_batches,
     )
-    result["raw_pixels_knn_top1"] = pixel_evaluator.run(state)["knn/top1"]
+    metrics = knn.run(context).metrics
+    result["raw_pixels_knn_top1"] = metrics[f"knn/top1_k{config.evals.knn.k}"]
     print(json.dumps(result))
     if _OUT.value:
         with open(_OUT.value, "w") as f:

@@ -133,7 +133,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     # > 0: train for as many steps as fit in this many minutes of the training loop (final
     # evaluation not included) instead of for `epochs`. The step time is measured over the
     # first steps, the step count fitted once and stored in WORKDIR/time_budget.json, which
-    # a resumed run then follows: see jaxssl/trainer.py, _TimeBudget.
+    # a resumed run then follows: see jaxssl/guards.py, TimeBudget.
     config.train.time_budget_minutes = 0.0
     config.train.log_every_steps = 50
     config.train.checkpoint_every_steps = 1000
@@ -182,7 +182,7 @@ def get_base_config() -> ml_collections.ConfigDict:
         dict(num=0, size=32, scale=(0.25, 0.25), ratio=(1.0, 1.0), seed=0)
     )
     # Offline evaluation (`jaxssl eval`, jaxssl/evaluate.py) on features extracted once.
-    config.evals.run = ("knn", "linear", "spectral", "plots")  # keys of evaluate.EVALUATORS
+    config.evals.run = ("knn", "linear", "spectral", "plots")  # keys of jaxssl.evals.EVALUATORS
     config.evals.linear = ml_collections.ConfigDict(
         dict(
             weight_decays=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1),  # chosen on held-out train rows

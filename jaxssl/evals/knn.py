@@ -4,22 +4,19 @@ Protocol (Wu et al. 2018, as used by DINO, solo-learn and most SSL papers): the 
 the memory bank, the test split the queries; cosine similarity; each of the k nearest
 neighbours votes for its label with weight ``exp(sim / T)``; top-1 accuracy of the highest
 vote. Defaults k=200, T=0.1. Features come from the backbone in inference mode (running
-BatchNorm statistics), without augmentation. The offline suite (``jaxssl eval``) also reports
-k in {10, 20, 100, 200} and a plain majority vote, from a single neighbour search.
+BatchNorm statistics), without augmentation. The evaluator (`run`) reports every k of
+``evals.knn.ks`` (default {10, 20, 100, 200}) and ``evals.knn.k``, and a plain majority vote,
+from a single neighbour search.
 """
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from functools import partial
-from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxssl import sharding
-from jaxssl.data import color
-from jaxssl.evals import spectral
+from jaxssl.evals import features
 
 
 def _normalize(x: jax.Array) -> jax.Array:
@@ -159,36 +156,6 @@ def protocol(
     )
 
 
-def extract_features(
-    embed_fn: Callable, variables, batches: Iterator[dict[str, np.ndarray]], mesh: jax.sharding.Mesh
-) -> tuple[Any, jax.Array, jax.Array]:
-    """Runs ``embed_fn`` over every batch and concatenates features, labels and masks on device.
-
-    Args:
-      embed_fn: jitted ``(variables, images) -> features``; features may be a pytree of
-        ``[B, ...]`` arrays (e.g. backbone features and projections).
-      variables: model variables.
-      batches: per-process batches ``{"image", "label", "mask"}``, and ``"patches"`` for a
-        bag-of-patches evaluation (`jaxssl.data.tfds.make_eval_iterator`), which ``embed_fn``
-        then gets instead of ``"image"``.
-      mesh: the mesh the batches are sharded over.
-
-    Returns:
-      ``(features [N, D] (or that pytree), labels [N], mask [N])`` as global arrays.
-    """
-    features, labels, masks = [], [], []
-    for batch in batches:
-        images = batch.get("patches", batch["image"])
-        batch = sharding.to_global(
-            {"images": images, "label": batch["label"], "mask": batch["mask"]}, mesh
-        )
-        features.append(embed_fn(variables, batch["images"]))
-        labels.append(batch["label"])
-        masks.append(batch["mask"])
-    features = jax.tree.map(lambda *parts: jnp.concatenate(parts), *features)
-    return features, jnp.concatenate(labels), jnp.concatenate(masks)
-
-
 def _accuracy(predictions: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
     """Top-1 accuracy per row of ``predictions`` ``[K, >=Q]`` over the masked queries ``[Q]``."""
     correct = (predictions[:, : labels.shape[0]] == labels[None]) & mask[None]  # [K, Q]
@@ -252,123 +219,38 @@ def evaluate_features(
     return metrics
 
 
-class KNNEvaluator:
-    """kNN top-1 of a TrainState's backbone: train split as memory, test split as queries.
+def run(context: features.Context) -> features.Result:
+    """kNN top-1 of backbone features for every k of ``evals.knn.ks`` and ``evals.knn.k``.
+
+    Weighted, and with ``evals.knn.majority`` also by majority vote; the train split is the
+    memory bank and the test split the queries. A k above the memory bank's size is dropped.
 
     Args:
-      make_memory_batches: returns an iterator over one pass of the memory split.
-      make_query_batches: returns an iterator over one pass of the query split.
-      mesh: the mesh.
-      ks: neighbour counts to report; the first is logged as ``knn/top1``.
-      temperature: vote temperature.
-      num_classes: number of classes.
-      embed_fn: jitted ``(variables, images) -> features``, e.g. `make_embed_fn`.
-      majority: also report the unweighted majority vote (``knn/majority_top1_k<k>``).
+      context: the extracted features.
+
+    Returns:
+      ``knn/top1_k<k>`` (and ``knn/majority_top1_k<k>``) metrics; details ``{"ks"}``.
     """
-
-    def __init__(
-        self,
-        make_memory_batches: Callable,
-        make_query_batches: Callable,
-        mesh: jax.sharding.Mesh,
-        ks: Sequence[int],
-        temperature: float,
-        num_classes: int,
-        embed_fn: Callable,
-        majority: bool = False,
-    ):
-        self.make_memory_batches = make_memory_batches
-        self.make_query_batches = make_query_batches
-        self._mesh = mesh
-        self._ks = tuple(ks)
-        self._temperature = temperature
-        self._num_classes = num_classes
-        self._majority = majority
-        self._embed_fn = embed_fn
-        self.rankme_rows = 25_600  # RankMe's recommended N (25,600 embeddings)
-
-    def run(self, state) -> dict[str, float]:
-        """Returns ``{"knn/top1": ..., "knn/top1_k<k>": ...}`` for the state's backbone."""
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
-        memory = extract_features(self._embed_fn, variables, self.make_memory_batches(), self._mesh)
-        queries = extract_features(self._embed_fn, variables, self.make_query_batches(), self._mesh)
-        metrics = evaluate_features(
-            memory,
-            queries,
-            self._mesh,
-            ks=self._ks,
-            temperature=self._temperature,
-            num_classes=self._num_classes,
-            majority=self._majority,
+    config, data = context.config.evals.knn, context.config.data
+    num_memory = context.num_real(context.train)
+    wanted = (*config.ks, *(() if config.k in config.ks else (config.k,)))
+    ks = tuple(k for k in wanted if k <= num_memory) or (num_memory,)
+    metrics = evaluate_features(
+        (context.train.features["backbone"], context.train.labels, context.train.mask),
+        (context.test.features["backbone"], context.test.labels, context.test.mask),
+        context.mesh,
+        ks=ks,
+        temperature=config.temperature,
+        num_classes=data.num_classes,
+        majority=config.majority,
+    )
+    description = protocol(ks, config.temperature, data.eval_train_split, data.eval_test_split)
+    if config.majority:
+        description += "; and majority vote (unweighted; ties to the closer neighbours)"
+    patches = context.config.evals.patches
+    if patches.num > 0:
+        description += (
+            f"; features: mean over {patches.num} crops of {patches.size} px per image "
+            f"(area {tuple(patches.scale)}, aspect {tuple(patches.ratio)}; bag of features)"
         )
-        metrics["knn/top1"] = metrics[f"knn/top1_k{self._ks[0]}"]
-        # RankMe of the memory features, logged with every kNN evaluation (label-free).
-        features, _, mask = memory
-        real = int(jax.device_get(mask.sum()))
-        rows = spectral.first_real_rows(mask, min(self.rankme_rows, real))
-        metrics["rankme/backbone"] = float(jax.device_get(spectral.rankme(features[rows])))
-        return metrics
-
-
-def bag_of_patches(embed: Callable) -> Callable:
-    """EMP-SSL's evaluation embedding: the mean of the embeddings of an image's patches.
-
-    The patches are random resized crops drawn like the training patches, cut on the host
-    (``config.evals.patches``, `jaxssl.data.tfds.make_eval_iterator`); every patch is
-    embedded, and the image's embedding is their mean (Tong et al. 2023, "bag of features").
-    Patches are embedded one at a time (``lax.scan``): the activations are those of one batch
-    of patches, not ``P`` of them.
-
-    Args:
-      embed: ``(variables, images [B, s, s, 3]) -> pytree of [B, ...]`` features.
-
-    Returns:
-      ``(variables, patches [B, P, s, s, 3]) ->`` the same pytree, averaged over the patches.
-    """
-
-    def embed_patches(variables, patches):
-        def add_patch(total, patch):  # [B, s, s, 3]
-            features = embed(variables, patch)
-            return jax.tree.map(jnp.add, total, features), None
-
-        by_patch = jnp.swapaxes(patches, 0, 1)  # [P, B, s, s, 3]
-        shapes = jax.eval_shape(embed, variables, by_patch[0])
-        zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
-        total, _ = jax.lax.scan(add_patch, zeros, by_patch)
-        return jax.tree.map(lambda x: x / patches.shape[1], total)
-
-    return embed_patches
-
-
-def make_embed_fn(
-    model: nn.Module,
-    mesh: jax.sharding.Mesh,
-    mean: Sequence[float],
-    std: Sequence[float],
-    flip: bool = False,
-    patches=None,
-) -> Callable:
-    """Jitted ``(variables, uint8 images) -> backbone features [B, D]`` in inference mode.
-
-    Args:
-      model: the ``SSLModel``.
-      mesh: the mesh; features stay sharded over ``"data"`` like the images.
-      mean: per-channel mean of the normalization, ``config.data.mean``.
-      std: per-channel standard deviation, ``config.data.std``.
-      flip: embed the horizontally flipped images instead.
-      patches: ``config.evals.patches``; with ``patches.num > 0`` the function takes the
-        host's patches ``[B, P, s, s, 3]`` and an image's features are the mean over its
-        patches (`bag_of_patches`, EMP-SSL's evaluation).
-
-    Returns:
-      The embedding function.
-    """
-
-    def embed(variables, images):  # [B, H, W, 3] uint8 -> [B, D]
-        if flip:
-            images = images[:, :, ::-1]
-        return model.apply(variables, color.to_model_input(images, mean, std), method=model.embed)
-
-    if patches is not None and patches.num > 0:
-        embed = bag_of_patches(embed)
-    return jax.jit(embed, out_shardings=sharding.batch_sharding(mesh))
+    return features.Result(metrics, description, {"ks": list(ks)})

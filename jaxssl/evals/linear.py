@@ -1,7 +1,7 @@
 """Offline linear probe: a softmax classifier on frozen, whitened backbone features.
 
 Protocol: features of the unaugmented train and test images are extracted once (inference
-mode, `jaxssl.evals.knn.extract_features`). Features are centred and whitened with the
+mode, `jaxssl.evals.features`). Features are centred and whitened with the
 statistics of the rows being fitted (PCA whitening with a small shrinkage; standardizing
 alone leaves SSL features with covariance condition numbers of ~1e4, which made L-BFGS ~10x
 slower for the same accuracy). A multinomial logistic regression with L2 penalty
@@ -29,6 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
+
+from jaxssl.evals import features
 
 # Whitening shrinkage: eigenvalues below this fraction of the largest are not fully inflated,
 # which bounds the condition number of the fit at ~1/_SHRINKAGE.
@@ -343,3 +346,57 @@ def protocol(
         f"{holdout_fraction:.0%} of {train_split}, refit on all of {train_split}{flips}; "
         f"scored on {test_split}"
     )
+
+
+def run(context: features.Context) -> features.Result:
+    """The offline linear probe of ``evals.linear`` on the context's backbone features.
+
+    Args:
+      context: the extracted features; with ``evals.linear.flip`` the flipped train images
+        are embedded here too.
+
+    Returns:
+      The `linear_probe` metrics and the protocol.
+    """
+    config, data = context.config.evals.linear, context.config.data
+    flip_features = None
+    if config.flip:
+        embed_fn = features.make_embed_fn(
+            context.model,
+            context.mesh,
+            context.config.data.mean,
+            context.config.data.std,
+            flip=True,
+            patches=context.config.evals.patches,
+        )
+        flipped = features.extract(
+            embed_fn, context.variables, context.make_train_batches(), context.mesh
+        )
+        flip_features = flipped.features["backbone"]
+    weight_decays = tuple(float(wd) for wd in config.weight_decays)
+    metrics = linear_probe(
+        (context.train.features["backbone"], context.train.labels, context.train.mask),
+        (context.test.features["backbone"], context.test.labels, context.test.mask),
+        weight_decays=weight_decays,
+        holdout_fraction=config.holdout_fraction,
+        num_classes=data.num_classes,
+        max_steps=config.max_steps,
+        tolerance=config.tolerance,
+        train_flip_features=flip_features,
+    )
+    if metrics["linear/weight_decay"] in (min(weight_decays), max(weight_decays)):
+        logging.warning(
+            "Linear probe: the chosen weight decay %g is at the edge of the grid %s; consider "
+            "extending --config.evals.linear.weight_decays.",
+            metrics["linear/weight_decay"],
+            weight_decays,
+        )
+    description = protocol(
+        weight_decays,
+        config.holdout_fraction,
+        config.max_steps,
+        data.eval_train_split,
+        data.eval_test_split,
+        config.flip,
+    )
+    return features.Result(metrics, description, {})

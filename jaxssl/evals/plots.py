@@ -1,19 +1,24 @@
 """PNG figures of a run: training curves, embedding spectrum, 2-D projection, retrieval grid.
 
-Host-side numpy + matplotlib (Agg backend, no display needed). Every function takes plain
-arrays or files and writes one PNG.
+Host-side numpy + matplotlib. The figures are ``matplotlib.figure.Figure`` objects saved
+straight to PNG, without pyplot, so no display is needed and importing this module leaves the
+caller's matplotlib backend alone. Every ``plot_*`` function takes plain arrays or files and
+writes one PNG; the evaluator `run` draws all of them for ``jaxssl eval``.
 """
 
 import glob
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import jax
 import matplotlib
+import ml_collections
+import numpy as np
+from absl import logging
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from jaxssl.evals import features, knn, spectral
 
 _DPI = 120
 
@@ -52,7 +57,8 @@ def plot_training_curves(
       out_path: the PNG to write.
     """
     evals = [{"step": r["step"], **r["metrics"]} for r in eval_results]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig = Figure(figsize=(15, 4))
+    axes = fig.subplots(1, 3)
 
     ax = axes[0]
     steps, values = _series(metrics_records, "train/loss")
@@ -95,7 +101,6 @@ def plot_training_curves(
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out_path, dpi=_DPI)
-    plt.close(fig)
 
 
 def plot_spectrum(eigenvalues: dict[str, np.ndarray], out_path: str) -> None:
@@ -105,7 +110,8 @@ def plot_spectrum(eigenvalues: dict[str, np.ndarray], out_path: str) -> None:
       eigenvalues: ``{name: [D] covariance eigenvalues, descending}``, e.g. backbone, projector.
       out_path: the PNG to write.
     """
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for name, values in eigenvalues.items():
         singular = np.sqrt(np.maximum(np.asarray(values, np.float64), 0.0))
         singular = singular / max(singular[0], 1e-30)
@@ -120,7 +126,6 @@ def plot_spectrum(eigenvalues: dict[str, np.ndarray], out_path: str) -> None:
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(out_path, dpi=_DPI)
-    plt.close(fig)
 
 
 def project_2d(embeddings: np.ndarray) -> tuple[np.ndarray, str]:
@@ -160,8 +165,9 @@ def plot_embedding_2d(
     coords, method = project_2d(embeddings)
     labels = np.asarray(labels)
     num_classes = int(labels.max()) + 1 if labels.size else 0
-    colours = plt.get_cmap("tab10" if num_classes <= 10 else "tab20")
-    fig, ax = plt.subplots(figsize=(7, 6))
+    colours = matplotlib.colormaps["tab10" if num_classes <= 10 else "tab20"]
+    fig = Figure(figsize=(7, 6))
+    ax = fig.subplots()
     for c in range(num_classes):
         rows = labels == c
         name = class_names[c] if class_names is not None else str(c)
@@ -172,7 +178,6 @@ def plot_embedding_2d(
     ax.legend(markerscale=4, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     fig.savefig(out_path, dpi=_DPI)
-    plt.close(fig)
 
 
 def plot_retrieval(
@@ -194,9 +199,8 @@ def plot_retrieval(
       class_names: names of the classes (default their indices).
     """
     num_queries, k = neighbour_labels.shape
-    fig, axes = plt.subplots(
-        num_queries, k + 1, figsize=(1.3 * (k + 1), 1.45 * num_queries), squeeze=False
-    )
+    fig = Figure(figsize=(1.3 * (k + 1), 1.45 * num_queries))
+    axes = fig.subplots(num_queries, k + 1, squeeze=False)
 
     def name(label):
         return class_names[label] if class_names is not None else str(label)
@@ -223,4 +227,113 @@ def plot_retrieval(
     fig.suptitle(f"test queries and their {k} nearest train images (cosine, backbone)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out_path, dpi=_DPI)
-    plt.close(fig)
+
+
+def _host(x: jax.Array) -> np.ndarray:
+    return np.asarray(jax.device_get(x))
+
+
+def _class_names(data_config: ml_collections.ConfigDict) -> list[str] | None:
+    """Label names from the TFDS builder's info; None for fake data or unnamed labels."""
+    if data_config.name == "fake":
+        return None
+    import tensorflow_datasets as tfds  # noqa: PLC0415  (host-only, only for names)
+
+    label = tfds.builder(data_config.name, data_dir=data_config.data_dir).info.features["label"]
+    return list(label.names) if getattr(label, "names", None) else None
+
+
+def _gather_images(make_batches: Callable, rows: np.ndarray) -> np.ndarray:
+    """Images ``[len(rows), H, W, 3]`` in ``[0, 1]`` at global row indices (single process)."""
+    wanted = {int(r) for r in np.ravel(rows)}
+    found, offset = {}, 0
+    for batch in make_batches():  # one full pass: stopping early would drop a tf.data cache
+        size = len(batch["label"])
+        for row in wanted:
+            if offset <= row < offset + size:
+                found[row] = batch["image"][row - offset]
+        offset += size
+    images = np.stack([found[int(r)] for r in np.ravel(rows)]) / 255.0  # uint8 -> [0, 1]
+    return images.reshape(*np.shape(rows), *images.shape[1:])
+
+
+def run(context: features.Context) -> features.Result:
+    """Training curves, spectrum, 2-D projection and retrieval grid as PNGs.
+
+    Writes ``<out_prefix>_{curves,spectrum,embedding,retrieval}.png``; the curves include the
+    metrics of the evaluators that ran before this one. A multi-process run draws only the
+    curves.
+
+    Args:
+      context: the extracted features, with ``workdir`` and ``out_prefix`` set.
+
+    Returns:
+      No metrics; details ``{"files": {figure: path}}``.
+    """
+    config, data = context.config.evals.plots, context.config.data
+    prefix = context.out_prefix
+    files = {}
+    eval_dir = os.path.dirname(prefix)
+    earlier = [r for r in read_eval_results(eval_dir) if r["step"] != context.step]
+    current = {
+        "step": context.step,
+        "metrics": {k: v for r in context.results.values() for k, v in r.metrics.items()},
+    }
+    files["curves"] = f"{prefix}_curves.png"
+    plot_training_curves(
+        read_jsonl(os.path.join(context.workdir, "metrics.jsonl")),
+        sorted([*earlier, current], key=lambda r: r["step"]),
+        files["curves"],
+    )
+    if jax.process_count() > 1:
+        logging.warning("Multi-process run: only the training-curve plot is drawn.")
+        return features.Result({}, "PNG figures", {"files": files})
+
+    if "spectral" in context.results:
+        eigenvalues = context.results["spectral"].details["covariance_eigenvalues"]
+    else:
+        rows = spectral.first_real_rows(context.train.mask, context.num_real(context.train))
+        eigenvalues = {
+            name: _host(spectral.covariance_spectrum(split_features[rows]))
+            for name, split_features in context.train.features.items()
+        }
+    files["spectrum"] = f"{prefix}_spectrum.png"
+    plot_spectrum(eigenvalues, files["spectrum"])
+
+    class_names = _class_names(data)
+    test_mask = _host(context.test.mask)
+    test_labels = _host(context.test.labels)
+    points = np.flatnonzero(test_mask)[: config.num_points]
+    files["embedding"] = f"{prefix}_embedding.png"
+    plot_embedding_2d(
+        _host(context.test.features["backbone"])[points],
+        test_labels[points],
+        files["embedding"],
+        class_names,
+        title=f"{data.name} {data.eval_test_split} backbone features, step {context.step}",
+    )
+
+    # Queries: the first test image of each class (then the next images), for variety.
+    real = np.flatnonzero(test_mask)
+    queries = [real[test_labels[real] == c][:1] for c in range(data.num_classes)]
+    queries = list(np.concatenate(queries))[: config.num_queries]
+    queries += [r for r in real if r not in queries][: config.num_queries - len(queries)]
+    queries = np.asarray(queries)
+    _, neighbours = knn.nearest_neighbours(
+        context.train.features["backbone"],
+        context.train.mask,
+        context.test.features["backbone"][queries],
+        k=config.num_neighbours,
+        chunk_size=len(queries),
+    )
+    neighbours = _host(neighbours)  # [Q, K]
+    files["retrieval"] = f"{prefix}_retrieval.png"
+    plot_retrieval(
+        _gather_images(context.make_test_batches, queries),
+        test_labels[queries],
+        _gather_images(context.make_train_batches, neighbours),
+        _host(context.train.labels)[neighbours],
+        files["retrieval"],
+        class_names,
+    )
+    return features.Result({}, "PNG figures", {"files": files})

@@ -1,11 +1,16 @@
 """Label-free diagnostics of embeddings: RankMe, alignment, uniformity, covariance spectrum.
 
 Pure functions of embedding matrices, computed in float32; callers choose which rows (padding
-rows must be dropped or zeroed first, see each function).
+rows must be dropped or zeroed first, see each function). The evaluators `run` (all of them)
+and `run_rankme` (RankMe of the backbone alone, which training logs beside kNN) apply them to
+extracted features.
 """
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from jaxssl.evals import features
 
 
 def _l2_normalize(x: jax.Array) -> jax.Array:
@@ -116,3 +121,66 @@ def covariance_spectrum(embeddings: jax.Array) -> jax.Array:
     z = z - jnp.mean(z, axis=0)
     covariance = z.T @ z / jnp.maximum(z.shape[0] - 1, 1)  # [D, D]
     return jnp.maximum(jnp.linalg.eigvalsh(covariance)[::-1], 0.0)
+
+
+def _host(x: jax.Array) -> np.ndarray:
+    return np.asarray(jax.device_get(x))
+
+
+def run(context: features.Context) -> features.Result:
+    """RankMe, covariance spectrum, alignment and uniformity of backbone and projector outputs.
+
+    Args:
+      context: the extracted features; alignment embeds ``evals.spectral.num_pairs`` pairs of
+        augmented train views here.
+
+    Returns:
+      ``rankme/<name>``, ``uniformity/<name>`` and ``alignment/<name>`` metrics for ``name``
+      in backbone, projector; details ``{"covariance_eigenvalues": {name: [D]}}``.
+    """
+    config = context.config.evals.spectral
+    num_embeddings = min(config.num_embeddings, context.num_real(context.train))
+    train_rows = first_real_rows(context.train.mask, num_embeddings)
+    num_uniformity = min(config.num_uniformity, context.num_real(context.test))
+    test_rows = first_real_rows(context.test.mask, num_uniformity)
+    pairs = features.view_pairs(context, config.num_pairs) if config.num_pairs else {}
+    metrics, eigenvalues = {}, {}
+    for name, split_features in context.train.features.items():
+        embeddings = split_features[train_rows]  # [N, D]
+        metrics[f"rankme/{name}"] = float(_host(rankme(embeddings)))
+        eigenvalues[name] = _host(covariance_spectrum(embeddings)).tolist()
+        metrics[f"uniformity/{name}"] = float(
+            _host(uniformity(context.test.features[name][test_rows]))
+        )
+        if name in pairs:
+            metrics[f"alignment/{name}"] = float(_host(alignment(*pairs[name])))
+    data = context.config.data
+    protocol = (
+        f"RankMe (eps=1e-7) and covariance spectrum on the first {num_embeddings} "
+        f"{data.eval_train_split} embeddings; alignment (alpha=2) on {config.num_pairs} pairs "
+        f"of augmented {data.train_split} views; uniformity (t=2) on the first "
+        f"{num_uniformity} {data.eval_test_split} embeddings; L2-normalized for alignment and "
+        "uniformity; inference-mode BatchNorm"
+    )
+    return features.Result(metrics, protocol, {"covariance_eigenvalues": eigenvalues})
+
+
+def run_rankme(context: features.Context) -> features.Result:
+    """RankMe of the backbone features of the first ``evals.spectral.num_embeddings`` train rows.
+
+    Args:
+      context: the extracted features.
+
+    Returns:
+      ``{"rankme/backbone"}`` and the protocol.
+    """
+    num_embeddings = min(
+        context.config.evals.spectral.num_embeddings, context.num_real(context.train)
+    )
+    rows = first_real_rows(context.train.mask, num_embeddings)
+    value = float(_host(rankme(context.train.features["backbone"][rows])))
+    protocol = (
+        f"RankMe (eps=1e-7) of backbone features on the first {num_embeddings} "
+        f"{context.config.data.eval_train_split} embeddings; inference-mode BatchNorm"
+    )
+    return features.Result({"rankme/backbone": value}, protocol, {})
