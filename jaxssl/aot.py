@@ -192,7 +192,7 @@ def compile_run(
     import jax  # noqa: PLC0415
 
     from jaxssl import sharding, topology, trainer  # noqa: PLC0415
-    from jaxssl.evals import knn  # noqa: PLC0415
+    from jaxssl.evals import features  # noqa: PLC0415
 
     chip, _ = topology.parse(topology_name)
     devices = topology.devices(topology_name, num_slices)
@@ -265,7 +265,7 @@ def compile_run(
     }
     fits = train_memory["total"] <= capacity
     if evaluation:
-        embed = knn.make_embed_fn(
+        embed = features.make_embed_fn(
             run.model, mesh, config.data.mean, config.data.std, patches=config.evals.patches
         )
         variables = {
@@ -274,9 +274,12 @@ def compile_run(
         }
         eval_batch = config.evals.knn.batch_size
         size = config.data.eval_image_size
-        images = jax.ShapeDtypeStruct(
-            (eval_batch, size, size, 3), "uint8", sharding=sharding.batch_sharding(mesh)
-        )
+        patches = config.evals.get("patches")
+        if patches is not None and patches.num > 0:  # EMP-SSL: a bag of host-cut patches
+            shape = (eval_batch, patches.num, patches.size, patches.size, 3)
+        else:
+            shape = (eval_batch, size, size, 3)
+        images = jax.ShapeDtypeStruct(shape, "uint8", sharding=sharding.batch_sharding(mesh))
         eval_compiled = embed.lower(variables, images).compile()
         eval_memory = memory(eval_compiled)
         report["eval"] = {
