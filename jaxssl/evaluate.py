@@ -55,11 +55,14 @@ def restore_state(
     missing = f"No checkpoint in {directory}: train first (`jaxssl train --workdir {workdir}`)."
     if not os.path.isdir(directory):
         raise FileNotFoundError(missing)
-    model = methods.get_method(config.method.name).build_model(config)
-    # Only params and batch_stats are read back, so the probe, the optimizers and the method
-    # state are stand-ins: their shapes do not matter here.
+    method = methods.get_method(config.method.name)
+    model = method.build_model(config)
+    # Only params and batch_stats are read back, so the probe's and the optimizers' shapes do
+    # not matter here: identity optimizers hold no state.
     init_fn = state_lib.make_init_fn(
         model,
+        method,
+        config.method,
         nn.Dense(config.data.num_classes, name="probe"),
         optax.identity(),
         optax.identity(),

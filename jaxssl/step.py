@@ -1,7 +1,6 @@
 """The train step: one pure function of (state, batch), compiled once in trainer.py."""
 
 from collections.abc import Callable
-from types import ModuleType
 
 import flax.linen as nn
 import jax
@@ -9,6 +8,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jaxssl import methods
 from jaxssl.data import color
 from jaxssl.state import TrainState
 
@@ -19,7 +19,7 @@ _AUGMENT_STREAM = 0x61756721
 
 def make_train_step(
     model: nn.Module,
-    method: ModuleType,
+    method: methods.Method,
     probe: nn.Module,
     tx: optax.GradientTransformation,
     probe_tx: optax.GradientTransformation,
@@ -36,8 +36,7 @@ def make_train_step(
 
     Args:
       model: the method's ``SSLModel``.
-      method: the method module (``loss_fn``, optionally ``update_method_state``; see
-        ``jaxssl/methods/__init__.py``).
+      method: the method (``loss_fn`` and ``update_state``; `jaxssl.methods.base.Method`).
       probe: linear classifier trained on ``stop_gradient`` backbone features.
       tx: optimizer of the model parameters.
       probe_tx: optimizer of the probe.
@@ -52,7 +51,6 @@ def make_train_step(
 
     accum_steps = config.train.grad_accum_steps
     num_steps = int(config.train.num_steps)
-    update_method_state = getattr(method, "update_method_state", None)
 
     augment_key = jax.random.fold_in(base_key, _AUGMENT_STREAM)
 
@@ -140,10 +138,10 @@ def make_train_step(
             probe_grads, state.probe_opt_state, state.probe_params
         )
         params = optax.apply_updates(state.params, updates)
-        if update_method_state is not None:  # e.g. an EMA teacher following the new params
-            method_state = update_method_state(
-                method_state, params, batch_stats, state.step, num_steps, config.method
-            )
+        # E.g. an EMA teacher following the new params; most methods keep the loss's state.
+        method_state = method.update_state(
+            method_state, params, batch_stats, state.step, num_steps, config.method
+        )
         updated = state.replace(
             params=params,
             batch_stats=batch_stats,

@@ -77,15 +77,7 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Trainin
     tx, lr_schedule = optim.make_optimizer(config.optim, num_steps)
     probe_tx = optax.adamw(config.evals.probe.lr, weight_decay=config.evals.probe.weight_decay)
     image_shape = (config.data.image_size, config.data.image_size, 3)
-    method_init = getattr(method, "init_method_state", None)
-    init_fn = state_lib.make_init_fn(
-        model,
-        probe,
-        tx,
-        probe_tx,
-        image_shape,
-        method_init and (lambda variables: method_init(model, variables, config.method)),
-    )
+    init_fn = state_lib.make_init_fn(model, method, config.method, probe, tx, probe_tx, image_shape)
     init_key, base_key = jax.random.split(jax.random.key(config.seed))
     step_fn = step_lib.make_train_step(
         model, method, probe, tx, probe_tx, lr_schedule, config, base_key

@@ -178,3 +178,36 @@ def gaussian_clusters(rng: np.random.Generator, centres: np.ndarray, n: int):
         jnp.asarray(labels, jnp.int32),
         jnp.ones(n, bool),
     )
+
+
+# --- numpy references shared by the loss test and its method's test ---
+
+
+def numpy_sinkhorn(scores, epsilon=0.05, num_iters=3):
+    """The reference algorithm in float64, written sample-major ([N, K]) with explicit masses."""
+    n, k = scores.shape
+    p = np.exp(np.asarray(scores, np.float64) / epsilon)
+    p /= p.sum()
+    for _ in range(num_iters):
+        p *= (1.0 / k) / p.sum(axis=0, keepdims=True)  # each prototype's mass over samples: 1/K
+        p *= (1.0 / n) / p.sum(axis=1, keepdims=True)  # each sample's mass: 1/N
+    return p * n
+
+
+def numpy_log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def numpy_swav_loss(scores, codes, temperature):
+    """The reference's loop: per code view, the sum over the other views / (V - 1); mean."""
+    scores, codes = np.asarray(scores, np.float64), np.asarray(codes, np.float64)
+    num_views, num_code_views = scores.shape[1], codes.shape[1]
+    loss = 0.0
+    for c in range(num_code_views):
+        subloss = 0.0
+        for v in np.delete(np.arange(num_views), c):
+            log_p = numpy_log_softmax(scores[:, v] / temperature)
+            subloss -= np.mean(np.sum(codes[:, c] * log_p, axis=1))
+        loss += subloss / (num_views - 1)
+    return loss / num_code_views

@@ -1,15 +1,15 @@
-"""BYOL and SimSiam: losses against numpy, the EMA schedule, stop-gradients, train steps."""
+"""BYOL and SimSiam: the EMA target in the train step, stop-gradients, smoke train steps (the
+losses are in test_regression.py, the momentum schedule in test_schedules.py)."""
 
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxssl import sharding, trainer
+from jaxssl import schedules, sharding, trainer
 from jaxssl.configs import byol_cifar10, simsiam_cifar10
-from jaxssl.losses import byol as byol_losses
-from jaxssl.methods import byol
+from jaxssl.losses import regression
+from jaxssl.methods import byol, teacher
 
 
 def _np_cosine(p, z):
@@ -19,51 +19,6 @@ def _np_cosine(p, z):
 
 def _random(shape, seed):
     return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
-
-
-def test_normalized_mse_matches_numpy():
-    p, z = _random((16, 8), 0), _random((16, 8), 1)
-    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
-    expected = np.mean(np.sum((unit(p.astype(np.float64)) - unit(z.astype(np.float64))) ** 2, -1))
-    np.testing.assert_allclose(jax.jit(byol_losses.normalized_mse)(p, z), expected, rtol=1e-5)
-    np.testing.assert_allclose(expected, np.mean(2 - 2 * _np_cosine(p, z)), rtol=1e-10)
-    # 0 for identical directions, whatever the scale; float32 for bfloat16 inputs.
-    np.testing.assert_allclose(jax.jit(byol_losses.normalized_mse)(p, 3.0 * p), 0.0, atol=1e-6)
-    bf16 = jax.jit(byol_losses.normalized_mse)(jnp.bfloat16(p), jnp.bfloat16(z))
-    assert bf16.dtype == jnp.float32
-
-
-def test_symmetric_losses_match_numpy():
-    p1, p2, z1, z2 = (_random((16, 8), seed) for seed in range(4))
-    byol_expected = np.mean(2 - 2 * _np_cosine(p1, z2)) + np.mean(2 - 2 * _np_cosine(p2, z1))
-    simsiam_expected = -0.5 * np.mean(_np_cosine(p1, z2)) - 0.5 * np.mean(_np_cosine(p2, z1))
-    byol_loss = jax.jit(byol_losses.symmetric_normalized_mse)(p1, p2, z1, z2)
-    simsiam_loss = jax.jit(byol_losses.symmetric_negative_cosine)(p1, p2, z1, z2)
-    np.testing.assert_allclose(byol_loss, byol_expected, rtol=1e-5)
-    np.testing.assert_allclose(simsiam_loss, simsiam_expected, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(
-        jax.jit(byol_losses.negative_cosine)(p1, z2), -np.mean(_np_cosine(p1, z2)), rtol=1e-5
-    )
-
-
-def test_negative_cosine_stops_the_gradient_of_z():
-    p, z = _random((16, 8), 0), _random((16, 8), 1)
-    grad_p, grad_z = jax.jit(jax.grad(byol_losses.negative_cosine, argnums=(0, 1)))(p, z)
-    assert np.abs(grad_p).max() > 1e-4
-    np.testing.assert_array_equal(grad_z, 0.0)
-    p1, p2, z1, z2 = (_random((16, 8), seed) for seed in range(4))
-    grads = jax.grad(byol_losses.symmetric_negative_cosine, argnums=(2, 3))(p1, p2, z1, z2)
-    for g in grads:
-        np.testing.assert_array_equal(g, 0.0)
-
-
-def test_cosine_momentum_endpoints_and_midpoint():
-    momentum = jax.jit(byol_losses.cosine_momentum, static_argnums=(1, 2))
-    np.testing.assert_allclose(momentum(0, 1000, 0.996), 0.996, rtol=1e-7)
-    np.testing.assert_allclose(momentum(500, 1000, 0.996), 0.998, rtol=1e-7)
-    np.testing.assert_allclose(momentum(1000, 1000, 0.996), 1.0, rtol=1e-7)
-    np.testing.assert_allclose(momentum(5000, 1000, 0.996), 1.0, rtol=1e-7)  # clipped
-    np.testing.assert_allclose(byol_losses.cosine_momentum(0, 10), 0.996, rtol=1e-7)
 
 
 def _build(module, **changes):
@@ -96,8 +51,8 @@ def test_byol_target_starts_as_online_copy_and_gets_no_gradient():
     target = state.method_state["target"]
     assert set(target["params"]) == {"backbone", "projector"}  # no predictor
     assert "target" not in state.params  # the optimizer never sees the target
-    chex.assert_trees_all_equal(target["params"], byol._target_part(state.params))
-    chex.assert_trees_all_equal(target["batch_stats"], byol._target_part(state.batch_stats))
+    chex.assert_trees_all_equal(target["params"], teacher.target_part(state.params))
+    chex.assert_trees_all_equal(target["batch_stats"], teacher.target_part(state.batch_stats))
     batch = _batch(config, mesh)
 
     def loss(params, method_state):
@@ -119,11 +74,11 @@ def test_byol_ema_update_after_one_train_step():
     new_state, metrics = run.train_step(state, _batch(config, mesh))  # donates `state`
     new_state = jax.device_get(new_state)
     assert not metrics["train/nonfinite"]
-    m = float(byol_losses.cosine_momentum(0, config.train.num_steps, 0.5))
+    m = float(schedules.cosine_momentum(0, config.train.num_steps, 0.5))
     np.testing.assert_allclose(m, 0.5, rtol=1e-7)
     online = {
-        "params": byol._target_part(new_state.params),
-        "batch_stats": byol._target_part(new_state.batch_stats),
+        "params": teacher.target_part(new_state.params),
+        "batch_stats": teacher.target_part(new_state.batch_stats),
     }
     expected = jax.tree.map(lambda t, o: m * t + (1 - m) * o, old, online)
     chex.assert_trees_all_close(new_state.method_state["target"], expected, rtol=1e-6, atol=1e-7)
@@ -140,7 +95,7 @@ def test_simsiam_loss_has_no_gradient_through_projections():
     b = config.train.batch_size
     z, p = z.reshape(b, 2, -1), p.reshape(b, 2, -1)
     grad_z = jax.grad(
-        lambda z: byol_losses.symmetric_negative_cosine(p[:, 0], p[:, 1], z[:, 0], z[:, 1])
+        lambda z: regression.symmetric_negative_cosine(p[:, 0], p[:, 1], z[:, 0], z[:, 1])
     )(z)
     np.testing.assert_array_equal(grad_z, 0.0)
 

@@ -1,7 +1,5 @@
 """Mixed precision (bfloat16 compute, float32 state) and gradient accumulation."""
 
-import types
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -87,7 +85,7 @@ def _per_example_loss(model, variables, batch, method_state, config, rng, step):
 
 @pytest.fixture
 def per_example_method(monkeypatch):
-    method = types.SimpleNamespace(
+    method = methods.Method(
         build_model=lambda config: _PerExampleModel(), loss_fn=_per_example_loss
     )
     monkeypatch.setitem(methods.METHODS, "per_example", method)

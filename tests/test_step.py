@@ -1,7 +1,6 @@
 """The train step: the same result on 1 and 8 devices; the crops coloured keyed by step."""
 
 import importlib
-import types
 
 import chex
 import flax.linen
@@ -170,7 +169,7 @@ def test_the_step_colours_the_crops_keyed_by_step():
     def make_step(config):
         step_fn = step_lib.make_train_step(
             None,
-            types.SimpleNamespace(loss_fn=loss_fn),
+            methods.Method(build_model=None, loss_fn=loss_fn),
             probe,
             tx,
             tx,

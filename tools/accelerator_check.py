@@ -47,7 +47,9 @@ def build_step(config, mesh):
     tx, lr_schedule = optim.make_optimizer(config.optim, int(config.train.num_steps))
     probe_tx = optax.adamw(config.evals.probe.lr, weight_decay=config.evals.probe.weight_decay)
     size = config.data.image_size
-    init_fn = state_lib.make_init_fn(model, probe, tx, probe_tx, (size, size, 3))
+    init_fn = state_lib.make_init_fn(
+        model, method, config.method, probe, tx, probe_tx, (size, size, 3)
+    )
     init_key, base_key = jax.random.split(jax.random.key(config.seed))
     step_fn = step_lib.make_train_step(
         model, method, probe, tx, probe_tx, lr_schedule, config, base_key

@@ -41,7 +41,7 @@ def run_case(impl: str, num_embeddings: int, args: argparse.Namespace) -> dict:
     import numpy as np
 
     from jaxssl import sharding
-    from jaxssl.losses import contrastive
+    from jaxssl.losses import contrastive, contrastive_blockwise
 
     mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=DEVICES)))
     batch = sharding.batch_sharding(mesh)
@@ -54,7 +54,7 @@ def run_case(impl: str, num_embeddings: int, args: argparse.Namespace) -> dict:
     if impl == "dense":
         loss_fn = contrastive.multi_positive_nt_xent
     else:
-        loss_fn = lambda z, t, ids: contrastive.multi_positive_nt_xent_blockwise(  # noqa: E731
+        loss_fn = lambda z, t, ids: contrastive_blockwise.multi_positive_nt_xent_blockwise(  # noqa: E731
             z, t, ids=ids, chunk_size=args.chunk_size
         )
     step = jax.jit(

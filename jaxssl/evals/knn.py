@@ -17,10 +17,7 @@ import jax.numpy as jnp
 
 from jaxssl import sharding
 from jaxssl.evals import features
-
-
-def _normalize(x: jax.Array) -> jax.Array:
-    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-24))
+from jaxssl.losses import normalize
 
 
 @partial(jax.jit, static_argnames=("k", "chunk_size"))
@@ -45,10 +42,10 @@ def nearest_neighbours(
       ``(similarities [Q, k], indices [Q, k])``: cosine similarities and row indices into
       ``memory``.
     """
-    memory = _normalize(memory.astype(jnp.float32))  # [N, D]
+    memory = normalize.l2_normalize(memory)  # [N, D]
 
     def search_chunk(q):  # [C, D] -> ([C, k], [C, k])
-        sim = _normalize(q.astype(jnp.float32)) @ memory.T  # [C, N]
+        sim = normalize.l2_normalize(q) @ memory.T  # [C, N]
         sim = jnp.where(memory_mask[None, :], sim, -jnp.inf)
         return jax.lax.top_k(sim, k)
 

@@ -11,10 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxssl.evals import features
-
-
-def _l2_normalize(x: jax.Array) -> jax.Array:
-    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-24))
+from jaxssl.losses import normalize
 
 
 def first_real_rows(mask: jax.Array, n: int) -> jax.Array:
@@ -66,8 +63,8 @@ def alignment(x: jax.Array, y: jax.Array, alpha: float = 2.0) -> jax.Array:
       Wang, Isola, Understanding Contrastive Representation Learning through Alignment and
       Uniformity on the Hypersphere, ICML 2020, Eq. 4. https://arxiv.org/abs/2005.10242
     """
-    x = _l2_normalize(x.astype(jnp.float32))
-    y = _l2_normalize(y.astype(jnp.float32))
+    x = normalize.l2_normalize(x)
+    y = normalize.l2_normalize(y)
     return jnp.mean(jnp.sum(jnp.square(x - y), axis=-1) ** (alpha / 2))
 
 
@@ -92,7 +89,7 @@ def uniformity(x: jax.Array, t: float = 2.0) -> jax.Array:
       Wang, Isola, Understanding Contrastive Representation Learning through Alignment and
       Uniformity on the Hypersphere, ICML 2020, Eq. 5. https://arxiv.org/abs/2005.10242
     """
-    x = _l2_normalize(x.astype(jnp.float32))
+    x = normalize.l2_normalize(x)
     n = x.shape[0]
     squared_distances = jnp.maximum(2.0 - 2.0 * x @ x.T, 0.0)  # [N, N]
     off_diagonal = ~jnp.eye(n, dtype=bool)

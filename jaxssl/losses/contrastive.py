@@ -6,24 +6,33 @@ SupCon's links equal labels, semi-supervised training uses their union. The grap
 integer group ids (positives = same id; ``[M]``, the memory-friendly form) or as an explicit
 ``[M, M]`` 0/1 matrix.
 
-Two implementations, equal in value and gradients: ``multi_positive_nt_xent`` holds the full
-``[M, M]`` similarity matrix (simplest; best for batches of a few thousand), and
-``multi_positive_nt_xent_blockwise`` never holds more than ``[M / devices, chunk_size]`` of it
-(for global batches of tens of thousands of views).
-"""
+``multi_positive_nt_xent`` holds the full ``[M, M]`` similarity matrix (simplest; best for
+batches of a few thousand); `jaxssl.losses.contrastive_blockwise` computes the same value and
+gradients without ever holding more than ``[M / devices, chunk_size]`` of it (for global batches
+of tens of thousands of views).
 
-import math
-from typing import NamedTuple
+The InfoNCE variants with a momentum encoder follow: against a queue of earlier keys (MoCo v2)
+or the other keys of the batch (MoCo v3), and NNCLR's, whose positive is a support-set
+neighbour.
+
+References:
+  Chen et al., A Simple Framework for Contrastive Learning of Visual Representations (SimCLR),
+  ICML 2020. https://arxiv.org/abs/2002.05709
+  Khosla et al., Supervised Contrastive Learning, NeurIPS 2020.
+  https://arxiv.org/abs/2004.11362
+  He et al., Momentum Contrast for Unsupervised Visual Representation Learning, CVPR 2020.
+  https://arxiv.org/abs/1911.05722
+  Chen, Xie & He, An Empirical Study of Training Self-Supervised Vision Transformers
+  (MoCo v3), ICCV 2021. https://arxiv.org/abs/2104.02057
+  Dwibedi et al., With a Little Help from My Friends: Nearest-Neighbor Contrastive Learning
+  of Visual Representations (NNCLR), ICCV 2021. https://arxiv.org/abs/2104.14548
+"""
 
 import chex
 import jax
 import jax.numpy as jnp
 
-
-def _l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-    # Normalization in float32: bf16 norms of 128-d vectors lose ~2 digits.
-    x = x.astype(jnp.float32)
-    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps * eps))
+from jaxssl.losses import normalize
 
 
 def nt_xent_logits(z1: jax.Array, z2: jax.Array, temperature: float) -> tuple[jax.Array, jax.Array]:
@@ -42,7 +51,7 @@ def nt_xent_logits(z1: jax.Array, z2: jax.Array, temperature: float) -> tuple[ja
     chex.assert_equal_shape((z1, z2))
     chex.assert_rank(z1, 2)
     n = z1.shape[0]
-    z = _l2_normalize(jnp.concatenate([z1, z2], axis=0))  # [2N, D]
+    z = normalize.l2_normalize(jnp.concatenate([z1, z2], axis=0))  # [2N, D]
     logits = z @ z.T / temperature  # [2N, 2N]
     # An anchor is never its own negative (or positive): mask self-similarity out of the softmax.
     logits = jnp.where(jnp.eye(2 * n, dtype=bool), -jnp.inf, logits)
@@ -148,7 +157,9 @@ def positives_from_ids(ids: jax.Array) -> jax.Array:
     return (ids[:, None] == ids[None, :]) & ~jnp.eye(ids.shape[0], dtype=bool)
 
 
-def _check_graph(embeddings: jax.Array, ids: jax.Array | None, positives: jax.Array | None):
+def check_graph(embeddings: jax.Array, ids: jax.Array | None, positives: jax.Array | None):
+    """Raises unless exactly one of ``ids`` ``[M]`` and ``positives`` ``[M, M]`` is given for
+    ``embeddings`` ``[M, D]`` (shared with `jaxssl.losses.contrastive_blockwise`)."""
     chex.assert_rank(embeddings, 2)
     if (ids is None) == (positives is None):
         raise ValueError("Pass exactly one of `ids` ([M] group ids) and `positives` ([M, M]).")
@@ -159,7 +170,7 @@ def _check_graph(embeddings: jax.Array, ids: jax.Array | None, positives: jax.Ar
         chex.assert_shape(ids, (m,))
 
 
-def _mean_over_anchors(
+def mean_over_anchors(
     log_normalizer: jax.Array, positive_logit_sum: jax.Array, num_positives: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
     """``(sum of loss_a over anchors with positives, number of such anchors)``; args ``[M]``."""
@@ -175,7 +186,7 @@ def _dense_logits(
     embeddings: jax.Array, temperature: float, ids: jax.Array | None, positives: jax.Array | None
 ) -> tuple[jax.Array, jax.Array]:
     """``(logits with -inf on the diagonal, positive mask without it)``, both ``[M, M]``."""
-    u = _l2_normalize(embeddings)  # [M, D]
+    u = normalize.l2_normalize(embeddings)  # [M, D]
     is_self = jnp.eye(u.shape[0], dtype=bool)  # [M, M]
     logits = jnp.where(is_self, -jnp.inf, u @ u.T / temperature)  # [M, M]
     positive = (ids[:, None] == ids[None, :]) if positives is None else positives.astype(bool)
@@ -223,9 +234,9 @@ def multi_positive_nt_xent(
       Chen et al., A Simple Framework for Contrastive Learning of Visual Representations
       (SimCLR), ICML 2020. https://arxiv.org/abs/2002.05709
     """
-    _check_graph(embeddings, ids, positives)
+    check_graph(embeddings, ids, positives)
     logits, positive = _dense_logits(embeddings, temperature, ids, positives)  # [M, M] each
-    total, count = _mean_over_anchors(
+    total, count = mean_over_anchors(
         jax.nn.logsumexp(logits, axis=-1),  # [M]
         jnp.sum(jnp.where(positive, logits, 0.0), axis=-1),  # [M]
         jnp.sum(positive, axis=-1),  # [M]
@@ -246,7 +257,7 @@ def multi_positive_top1(
     Returns:
       Scalar accuracy in [0, 1]; ``contrastive_top1`` for the augmentation graph.
     """
-    _check_graph(embeddings, ids, positives)
+    check_graph(embeddings, ids, positives)
     logits, positive = _dense_logits(embeddings, 1.0, ids, positives)  # [M, M] each
     nearest = jnp.argmax(logits, axis=-1)  # [M]
     hit = jnp.take_along_axis(positive, nearest[:, None], axis=-1)[:, 0]  # [M]
@@ -254,262 +265,78 @@ def multi_positive_top1(
     return jnp.sum(hit & has_positives) / jnp.maximum(jnp.sum(has_positives), 1)
 
 
-# --- Blockwise: bounded memory, same value and gradients ---
+# --- With a momentum encoder: MoCo v2 (queue), MoCo v3 (in-batch); NNCLR ---
 
 
-def _batch_mesh(
-    embeddings: jax.Array, mesh: jax.sharding.Mesh | None, axis_name: str | tuple[str, ...]
-) -> tuple[jax.sharding.Mesh | jax.sharding.AbstractMesh, tuple[str, ...]] | None:
-    """``(mesh, axes)``: the mesh and those of ``axis_name`` it has, which split the batch; or
-    None to compute on one device."""
-    if mesh is None:
-        mesh = jax.sharding.get_abstract_mesh()  # set by jax.set_mesh(mesh)
-    if mesh.empty:
-        # Inside a jit whose inputs carry NamedShardings (the train step), every traced value's
-        # type carries that mesh, with or without jax.set_mesh.
-        mesh = getattr(getattr(jax.typeof(embeddings), "sharding", None), "mesh", mesh)
-    names = (axis_name,) if isinstance(axis_name, str) else tuple(axis_name)
-    axes = tuple(a for a in names if not mesh.empty and a in mesh.axis_names)
-    if not axes:
-        return None
-    axis_types = dict(zip(mesh.axis_names, mesh.axis_types, strict=True))
-    size = math.prod(mesh.shape[a] for a in axes)
-    # Already inside a shard_map over the axes (Manual): the rows here are this device's alone.
-    # A batch that does not split evenly is computed whole (still chunked) on each device.
-    manual = any(axis_types[a] == jax.sharding.AxisType.Manual for a in axes)
-    if manual or size == 1 or embeddings.shape[0] % size:
-        return None
-    return mesh, axes
-
-
-def _chunks(x: jax.Array, chunk_size: int, axis: int) -> jax.Array:
-    """``x`` zero-padded along ``axis`` to ``K * chunk_size``, split into ``K`` chunks (axis 0)."""
-    num_chunks = -(-x.shape[axis] // chunk_size)
-    padding = [(0, 0)] * x.ndim
-    padding[axis] = (0, num_chunks * chunk_size - x.shape[axis])
-    x = jnp.pad(x, padding)
-    x = x.reshape(x.shape[:axis] + (num_chunks, chunk_size) + x.shape[axis + 1 :])
-    return jnp.moveaxis(x, axis, 0)
-
-
-class _Rows(NamedTuple):
-    """Anchor rows of the similarity matrix (one device's share, or all of them)."""
-
-    anchors: jax.Array  # [m, D], normalized
-    first_row: jax.Array | int  # global index of anchors[0]
-    columns: jax.Array  # [M, D], normalized: every embedding
-    anchor_ids: jax.Array | None  # [m]; with column_ids [M], or
-    column_ids: jax.Array | None
-    anchor_positives: jax.Array | None  # [m, M], the anchors' rows of the positives matrix
-
-
-def _scan_columns(body, init, rows: _Rows, temperature: float, chunk_size: int, remat: bool):
-    """Folds ``body(carry, logits, positive)`` over column chunks of the rows' logits.
-
-    ``logits`` (``[m, C]``) has ``-inf`` at the anchor itself and at padding columns, and
-    ``positive`` (``[m, C]``) is False there. With ``remat`` the backward pass recomputes each
-    chunk instead of storing it, so neither pass holds more than one chunk of logits.
-    """
-    num_columns = rows.columns.shape[0]
-    chunk_size = min(chunk_size, num_columns)
-    row_index = rows.first_row + jnp.arange(rows.anchors.shape[0])  # [m], global
-    xs = {
-        "columns": _chunks(rows.columns, chunk_size, 0),  # [K, C, D]
-        "start": jnp.arange(-(-num_columns // chunk_size)) * chunk_size,  # [K]
-        # Per chunk: the columns' ids [K, C], or the anchors' rows of the matrix [K, m, C].
-        "keys": (
-            _chunks(rows.column_ids, chunk_size, 0)
-            if rows.anchor_positives is None
-            else _chunks(rows.anchor_positives.astype(bool), chunk_size, 1)
-        ),
-    }
-
-    def step(carry, x):
-        column_index = x["start"] + jnp.arange(chunk_size)  # [C], global
-        excluded = row_index[:, None] == column_index[None, :]  # [m, C]
-        excluded |= (column_index >= num_columns)[None, :]  # padding
-        logits = rows.anchors @ x["columns"].T / temperature  # [m, C]
-        if rows.anchor_positives is None:
-            positive = rows.anchor_ids[:, None] == x["keys"][None, :]  # [m, C]
-        else:
-            positive = x["keys"]  # [m, C]
-        return body(carry, jnp.where(excluded, -jnp.inf, logits), positive & ~excluded), None
-
-    if remat:
-        step = jax.checkpoint(step, prevent_cse=False)
-    return jax.lax.scan(step, init, xs)[0]
-
-
-def _loss_rows(rows: _Rows, temperature: float, chunk_size: int):
-    """Streaming log-sum-exp over column chunks: ``(loss sum, anchors with positives)``."""
-
-    def body(carry, logits, positive):
-        running_max, running_sum, positive_logit_sum, num_positives = carry
-        # The shift only keeps exp() in range; the log-sum-exp does not depend on it, so its
-        # gradient is exact with the shift held constant.
-        new_max = jax.lax.stop_gradient(jnp.maximum(running_max, jnp.max(logits, axis=-1)))
-        shift = jnp.where(jnp.isfinite(new_max), new_max, 0.0)  # [m]
-        running_sum = running_sum * jnp.exp(running_max - shift) + jnp.sum(
-            jnp.exp(logits - shift[:, None]), axis=-1
-        )
-        positive_logit_sum += jnp.sum(jnp.where(positive, logits, 0.0), axis=-1)
-        num_positives += jnp.sum(positive, axis=-1)
-        return new_max, running_sum, positive_logit_sum, num_positives
-
-    like = rows.anchors[:, 0]  # [m]; *_like keeps its per-device type inside shard_map
-    init = (
-        jnp.full_like(like, -jnp.inf),
-        jnp.zeros_like(like),
-        jnp.zeros_like(like),
-        jnp.zeros_like(like, jnp.int32),
-    )
-    running_max, running_sum, positive_logit_sum, num_positives = _scan_columns(
-        body, init, rows, temperature, chunk_size, remat=True
-    )
-    log_normalizer = jnp.log(running_sum) + jnp.where(jnp.isfinite(running_max), running_max, 0.0)
-    return _mean_over_anchors(log_normalizer, positive_logit_sum, num_positives)
-
-
-def _top1_rows(rows: _Rows, temperature: float, chunk_size: int):
-    """Streaming arg-max over column chunks: ``(anchors whose nearest is a positive, anchors
-    with positives)``. Ties go to the lowest column, as ``jnp.argmax`` does."""
-
-    def body(carry, logits, positive):
-        best, hit, num_positives = carry
-        chunk_best = jnp.max(logits, axis=-1)  # [m]
-        nearest = jnp.argmax(logits, axis=-1)  # [m]
-        chunk_hit = jnp.take_along_axis(positive, nearest[:, None], axis=-1)[:, 0]  # [m]
-        better = chunk_best > best
-        num_positives += jnp.sum(positive, axis=-1)
-        return jnp.where(better, chunk_best, best), jnp.where(better, chunk_hit, hit), num_positives
-
-    like = rows.anchors[:, 0]  # [m]
-    init = (
-        jnp.full_like(like, -jnp.inf),
-        jnp.zeros_like(like, bool),
-        jnp.zeros_like(like, jnp.int32),
-    )
-    _, hit, num_positives = _scan_columns(body, init, rows, temperature, chunk_size, remat=False)
-    return jnp.sum(hit & (num_positives > 0)), jnp.sum(num_positives > 0)
-
-
-def _blockwise_mean(
-    rows_fn,
-    embeddings: jax.Array,
-    ids: jax.Array | None,
-    positives: jax.Array | None,
-    mesh: jax.sharding.Mesh | None,
-    axis_name: str | tuple[str, ...],
-    temperature: float,
-    chunk_size: int,
+def infonce_with_queue(
+    q: jax.Array, k: jax.Array, queue: jax.Array, temperature: float = 0.2
 ) -> jax.Array:
-    """``sum / count`` of ``rows_fn`` over all anchors, each device taking its own rows."""
-    _check_graph(embeddings, ids, positives)
-    found = _batch_mesh(embeddings, mesh, axis_name)
-    if found is None:
-        u = _l2_normalize(embeddings)  # [M, D]
-        total, count = rows_fn(_Rows(u, 0, u, ids, ids, positives), temperature, chunk_size)
-        return total / jnp.maximum(count, 1)
+    r"""MoCo v1/v2: each query's key is its positive, the queue's keys its negatives.
 
-    # Per-device semantics on purpose: every device scores its own anchor rows against all M
-    # columns (all-gathered: [M, D] is small), so no device ever holds the [M, M] logits. The
-    # all-gather's transpose (a reduce-scatter) returns the column gradients to their rows.
-    batch_mesh, axis_name = found
-
-    def per_device(local_embeddings, local_ids, local_positives):
-        anchors = _l2_normalize(local_embeddings)  # [M / n, D]
-        rows = _Rows(
-            anchors=anchors,
-            first_row=jax.lax.axis_index(axis_name) * anchors.shape[0],
-            columns=jax.lax.all_gather(anchors, axis_name, tiled=True),  # [M, D]
-            anchor_ids=local_ids,
-            column_ids=(
-                None if local_ids is None else jax.lax.all_gather(local_ids, axis_name, tiled=True)
-            ),
-            anchor_positives=local_positives,
-        )
-        return jax.lax.psum(rows_fn(rows, temperature, chunk_size), axis_name)
-
-    total, count = jax.shard_map(
-        per_device,
-        mesh=batch_mesh,
-        in_specs=(jax.P(axis_name),) * 3,
-        out_specs=jax.P(),
-        axis_names=set(axis_name),
-    )(embeddings, ids, positives)
-    return total / jnp.maximum(count, 1)
-
-
-def multi_positive_nt_xent_blockwise(
-    embeddings: jax.Array,
-    temperature: float = 0.1,
-    *,
-    ids: jax.Array | None = None,
-    positives: jax.Array | None = None,
-    chunk_size: int = 1024,
-    mesh: jax.sharding.Mesh | None = None,
-    axis_name: str | tuple[str, ...] = ("data", "fsdp"),
-) -> jax.Array:
-    r"""``multi_positive_nt_xent`` in bounded memory: same value and gradients.
-
-    Same loss (SupCon's :math:`L_{out}`, mean over anchors with positives), but the
-    :math:`M \times M` similarities are never held. With the batch split over ``axis_name`` of
-    the mesh, each device all-gathers the normalized ``[M, D]`` embeddings (and ids), then
-    streams its ``M / n`` anchor rows against ``chunk_size`` columns at a time (``lax.scan``
-    with an online log-sum-exp); the scan body is rematerialized (``jax.checkpoint``) so the
-    backward pass recomputes each chunk instead of storing it. Per-device memory is
-    :math:`O(M D + (M / n) \cdot \text{chunk\_size})` (plus ``[M / n, M]`` if ``positives`` is
-    given as a matrix); the mean is a ``psum`` over devices. Compute is the dense one plus a
-    second evaluation of each chunk's logits in the backward pass.
-
-    The mesh is ``mesh`` if given, else the one set by ``jax.set_mesh``, else the one the
-    embeddings' type carries inside a ``jax.jit`` whose inputs have ``NamedSharding`` s (the
-    train step). With no such mesh, an ``axis_name`` of size 1, or an ``M`` that does not split
-    evenly over it, the same chunked computation runs on one device, in
-    :math:`O(M \cdot \text{chunk\_size})` memory.
+    With unit vectors, logits :math:`[q_i \cdot k_i, q_i \cdot Q^\top] / T` and the
+    cross-entropy of class 0, mean over the ``N`` queries (the reference code's
+    ``CrossEntropyLoss`` on ``[N, 1 + K]`` logits). Keys and queue get no gradient.
 
     Args:
-      embeddings: ``[M, D]``, need not be normalized; row-sharded over ``axis_name``.
-      temperature: softmax temperature ``tau``.
-      ids: ``[M]`` integer group ids, or
-      positives: ``[M, M]`` 0/1 matrix, as in ``multi_positive_nt_xent``.
-      chunk_size: columns per chunk (the last chunk is padded).
-      mesh: the mesh; None to find it as above.
-      axis_name: the mesh axis (or axes, major first) that split the batch; names the mesh
-        lacks are ignored, so the default suits both ``("data",)`` and ``("data", "fsdp")``.
+      q: ``[N, D]`` queries (normalized here).
+      k: ``[N, D]`` keys of the same images from the momentum encoder (normalized here).
+      queue: ``[K, D]`` unit-norm keys of earlier batches.
+      temperature: ``T`` (0.2 in MoCo v2).
 
     Returns:
       The scalar loss.
-
-    References:
-      Khosla et al., Supervised Contrastive Learning, NeurIPS 2020, Eq. 2 (:math:`L_{out}`).
-      https://arxiv.org/abs/2004.11362
-      Milakov & Gimelshein, Online normalizer calculation for softmax, 2018 (the streaming
-      log-sum-exp). https://arxiv.org/abs/1805.02867
     """
-    args = (embeddings, ids, positives, mesh, axis_name, temperature, chunk_size)
-    return _blockwise_mean(_loss_rows, *args)
+    q = normalize.l2_normalize(q)
+    k = jax.lax.stop_gradient(normalize.l2_normalize(k))
+    queue = jax.lax.stop_gradient(queue.astype(jnp.float32))
+    positive = jnp.sum(q * k, axis=-1, keepdims=True)  # [N, 1]
+    negative = q @ queue.T  # [N, K]
+    logits = jnp.concatenate([positive, negative], axis=1) / temperature
+    return jnp.mean(jax.nn.logsumexp(logits, axis=1) - logits[:, 0])
 
 
-def multi_positive_top1_blockwise(
-    embeddings: jax.Array,
-    *,
-    ids: jax.Array | None = None,
-    positives: jax.Array | None = None,
-    chunk_size: int = 1024,
-    mesh: jax.sharding.Mesh | None = None,
-    axis_name: str | tuple[str, ...] = ("data", "fsdp"),
-) -> jax.Array:
-    """``multi_positive_top1`` in bounded memory (a streaming arg-max; forward only).
+def infonce_in_batch(q: jax.Array, k: jax.Array, temperature: float = 0.2) -> jax.Array:
+    r"""MoCo v3's ``ctr(q, k)``: the other keys of the (global) batch are the negatives.
+
+    Logits :math:`q k^\top / T` over unit vectors, ``N x N``; cross-entropy of the diagonal,
+    mean over queries, times :math:`2T` as in the reference code (which all-gathers the keys;
+    under ``jit`` the batch is already global). The caller symmetrizes:
+    ``ctr(q1, k2) + ctr(q2, k1)``.
 
     Args:
-      embeddings: ``[M, D]``.
-      ids: ``[M]`` group ids, or
-      positives: ``[M, M]`` 0/1 matrix, as in ``multi_positive_nt_xent``.
-      chunk_size, mesh, axis_name: as in ``multi_positive_nt_xent_blockwise``.
+      q: ``[N, D]`` queries (normalized here).
+      k: ``[N, D]`` keys of the same images (normalized here, no gradient).
+      temperature: ``T`` (0.2 in MoCo v3).
 
     Returns:
-      Scalar accuracy in [0, 1].
+      The scalar loss.
     """
-    embeddings = jax.lax.stop_gradient(embeddings)  # a metric: no gradient to carry
-    return _blockwise_mean(_top1_rows, embeddings, ids, positives, mesh, axis_name, 1.0, chunk_size)
+    q = normalize.l2_normalize(q)
+    k = jax.lax.stop_gradient(normalize.l2_normalize(k))
+    logits = q @ k.T / temperature  # [N, N]
+    return jnp.mean(jax.nn.logsumexp(logits, axis=1) - jnp.diagonal(logits)) * (2 * temperature)
+
+
+def nearest_neighbours(z: jax.Array, support: jax.Array) -> jax.Array:
+    """For each row of ``z`` ``[N, D]``, the most cosine-similar row of ``support`` ``[K, D]``
+    (unit rows), without gradient: ``[N, D]``."""
+    support = jax.lax.stop_gradient(support.astype(jnp.float32))
+    nearest = jnp.argmax(jax.lax.stop_gradient(normalize.l2_normalize(z)) @ support.T, axis=1)
+    return support[nearest]
+
+
+def nnclr_loss(neighbours: jax.Array, predictions: jax.Array, temperature: float = 0.2):
+    r"""``CE(nn_i \cdot p_j / T, i)``: the neighbour of view 1 of image ``i`` must pick view 2's
+    prediction of image ``i`` among the (global) batch's. Mean over the ``N`` rows.
+
+    Args:
+      neighbours: ``[N, D]`` support-set neighbours of one view's projections.
+      predictions: ``[N, D]`` the other view's predictions.
+      temperature: ``T`` (0.1 in the paper, 0.2 in solo-learn's CIFAR recipe).
+
+    Returns:
+      The scalar loss.
+    """
+    logits = normalize.l2_normalize(neighbours) @ normalize.l2_normalize(predictions).T
+    logits = logits / temperature  # [N, N]
+    return jnp.mean(jax.nn.logsumexp(logits, axis=1) - jnp.diagonal(logits))

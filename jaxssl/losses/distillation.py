@@ -2,8 +2,8 @@
 
 The teacher's outputs are centered (a running mean is subtracted) and sharpened (a low
 temperature) so that neither collapse mode wins: centering alone pushes towards the uniform
-distribution, sharpening alone towards one dimension. The schedule of the teacher temperature
-lives here too, next to the only loss that reads it. All reductions are over the global batch
+distribution, sharpening alone towards one dimension. The teacher temperature's schedule is
+`jaxssl.schedules.teacher_temperature`. All reductions are over the global batch
 and computed in float32 whatever the input dtype.
 
 References:
@@ -115,38 +115,3 @@ def update_center(center: jax.Array, teacher_logits: jax.Array, momentum: float 
     chex.assert_axis_dimension(teacher_logits, -1, k)
     rows = jax.lax.stop_gradient(teacher_logits).astype(jnp.float32).reshape(-1, k)  # [N, K]
     return momentum * center.astype(jnp.float32) + (1.0 - momentum) * jnp.mean(rows, axis=0)
-
-
-def teacher_temperature(
-    step: jax.Array | int,
-    warmup_steps: float,
-    warmup_teacher_temp: float = 0.04,
-    teacher_temp: float = 0.07,
-) -> jax.Array:
-    r"""The teacher temperature: linear from ``warmup_teacher_temp`` to ``teacher_temp``.
-
-    .. math::
-      \tau_t(k) = \tau_0 + (\tau_1 - \tau_0) \min(k / W, 1),
-
-    constant at ``teacher_temp`` from step ``W`` on (and for ``W <= 0``). The reference steps
-    the temperature once per epoch (``np.linspace`` over the warm-up epochs, reaching
-    :math:`\tau_1` in the last warm-up epoch); this is its per-step version.
-
-    Args:
-      step: the current step ``k``.
-      warmup_steps: the warm-up length ``W`` in steps.
-      warmup_teacher_temp: :math:`\tau_0`, 0.04 in DINO.
-      teacher_temp: :math:`\tau_1`; DINO uses 0.04 by default and 0.07 (warmed up over 30
-        epochs) for its longer ViT runs; solo-learn uses 0.07 over 50 epochs.
-
-    Returns:
-      The temperature, a float32 scalar.
-
-    References:
-      Caron et al., DINO, ICCV 2021, Sec. 4 / Appendix ("linear warm-up from 0.04 to 0.07
-      during the first 30 epochs"). https://arxiv.org/abs/2104.14294
-    """
-    if warmup_steps <= 0:
-        return jnp.asarray(teacher_temp, jnp.float32)
-    progress = jnp.clip(jnp.asarray(step, jnp.float32) / float(warmup_steps), 0.0, 1.0)
-    return warmup_teacher_temp + (teacher_temp - warmup_teacher_temp) * progress

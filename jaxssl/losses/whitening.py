@@ -8,6 +8,8 @@ References:
 import jax
 import jax.numpy as jnp
 
+from jaxssl.losses import regression
+
 
 def whiten(z: jax.Array, eps: float = 0.0) -> jax.Array:
     r"""Cholesky whitening of ``z`` ``[n, d]`` over its rows (the reference ``Whitening2d``).
@@ -27,13 +29,6 @@ def whiten(z: jax.Array, eps: float = 0.0) -> jax.Array:
     return jax.scipy.linalg.solve_triangular(chol, centred.T, lower=True).T
 
 
-def normalized_mse(x0: jax.Array, x1: jax.Array) -> jax.Array:
-    """``mean_i ||x0_i/|x0_i| - x1_i/|x1_i|||^2 = 2 - 2 cos`` (the reference ``norm_mse_loss``)."""
-    x0 = x0 / jnp.linalg.norm(x0, axis=-1, keepdims=True).clip(1e-12)
-    x1 = x1 / jnp.linalg.norm(x1, axis=-1, keepdims=True).clip(1e-12)
-    return jnp.mean(2.0 - 2.0 * jnp.sum(x0 * x1, axis=-1))
-
-
 def w_mse_loss(
     z: jax.Array,
     permutations: jax.Array,
@@ -45,7 +40,7 @@ def w_mse_loss(
     For each of the ``w_iter`` rows of ``permutations`` (``[w_iter, B]``, each a permutation of
     the batch): split the permuted batch into sub-batches of ``sub_batch_size`` images; whiten
     each view's embeddings within each sub-batch (``whiten``); then for every pair of views
-    ``i < j`` add ``normalized_mse`` of the whitened embeddings. The sum is divided by
+    ``i < j`` add ``regression.normalized_mse`` of the whitened embeddings. The sum is divided by
     ``w_iter x`` the number of pairs, as in the reference code. Over the global batch: the
     sub-batches mix images of all devices.
 
@@ -71,7 +66,8 @@ def w_mse_loss(
         white = jax.vmap(jax.vmap(lambda x: whiten(x, eps), in_axes=1), in_axes=0)(groups)
         white = white.reshape(b // sub_batch_size, v, sub_batch_size, d)
         return sum(
-            normalized_mse(white[:, i].reshape(-1, d), white[:, j].reshape(-1, d)) for i, j in pairs
+            regression.normalized_mse(white[:, i].reshape(-1, d), white[:, j].reshape(-1, d))
+            for i, j in pairs
         )
 
     total = jnp.sum(jax.vmap(one_iteration)(permutations))

@@ -10,7 +10,7 @@ import jax
 import ml_collections
 
 from jaxssl.losses import redundancy
-from jaxssl.methods.base import LossAux
+from jaxssl.methods import base
 from jaxssl.models import ssl_model
 
 
@@ -37,7 +37,7 @@ def loss_fn(
     config: ml_collections.ConfigDict,
     rng: jax.Array,
     step: jax.Array,
-) -> tuple[jax.Array, LossAux]:
+) -> tuple[jax.Array, base.LossAux]:
     """Barlow Twins loss of a batch of two augmented views.
 
     Both views go through backbone and projector as one batch, so the projector's hidden
@@ -56,7 +56,7 @@ def loss_fn(
       step: unused (no schedule inside the loss); part of the method protocol.
 
     Returns:
-      ``(loss, LossAux)``; metrics ``train/barlow_on_diagonal`` (sum of ``(1 - C_ii)^2``,
+      ``(loss, base.LossAux)``; metrics ``train/barlow_on_diagonal`` (sum of ``(1 - C_ii)^2``,
       0 when the views agree) and ``train/barlow_off_diagonal`` (sum of ``C_ij^2``, unweighted:
       the redundancy left between dimensions).
     """
@@ -65,12 +65,7 @@ def loss_fn(
     b, v = views.shape[:2]
     if v != 2:
         raise ValueError(f"Barlow Twins takes exactly 2 views per image, got {v}.")
-    # Batch-major flattening keeps each device's rows on that device (no resharding).
-    images = views.reshape((b * v,) + views.shape[2:])  # [B*2, H, W, 3]
-    (features, projections), updates = model.apply(
-        variables, images, train=True, mutable=["batch_stats"]
-    )
-    z = projections.reshape(b, v, -1)  # [B, 2, P]
+    (features, z), batch_stats = ssl_model.apply_views(model, variables, views)  # [B, 2, .]
     loss = config.loss_scale * redundancy.barlow_twins_loss(z[:, 0], z[:, 1], config.lambd)
     # Recomputes the correlation under stop_gradient; XLA shares it with the loss's.
     terms = redundancy.barlow_twins_terms(*jax.lax.stop_gradient((z[:, 0], z[:, 1])))
@@ -78,4 +73,7 @@ def loss_fn(
         "train/barlow_on_diagonal": terms["on_diagonal"],
         "train/barlow_off_diagonal": terms["off_diagonal"],
     }
-    return loss, LossAux(features.reshape(b, v, -1), updates["batch_stats"], method_state, metrics)
+    return loss, base.LossAux(features, batch_stats, method_state, metrics)
+
+
+METHOD = base.Method(build_model=build_model, loss_fn=loss_fn)

@@ -7,15 +7,11 @@ References:
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 
-from jaxssl.losses import byol as byol_losses
-from jaxssl.methods.base import LossAux
+from jaxssl.losses import regression
+from jaxssl.methods import base, teacher
 from jaxssl.models import ssl_model
-
-# The submodules of SSLModel that the target network copies (not the predictor).
-TARGET_MODULES = ("backbone", "projector")
 
 
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:
@@ -31,61 +27,6 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     )
 
 
-def _target_part(tree):
-    """The backbone and projector entries of a ``params`` / ``batch_stats`` tree."""
-    return {name: tree[name] for name in TARGET_MODULES if name in tree}
-
-
-def init_method_state(model: nn.Module, variables, config: ml_collections.ConfigDict):
-    """The target network starts as a copy of the online backbone + projector.
-
-    Returns:
-      ``{"target": {"params": ..., "batch_stats": ...}}``, a variables dict for
-      ``model.project``.
-    """
-    del model, config
-    # jnp.copy: the target must not share buffers with the online params (the state is donated).
-    return {
-        "target": {
-            "params": jax.tree.map(jnp.copy, _target_part(variables["params"])),
-            "batch_stats": jax.tree.map(jnp.copy, _target_part(variables.get("batch_stats", {}))),
-        }
-    }
-
-
-def update_method_state(
-    method_state,
-    params,
-    batch_stats,
-    step: jax.Array,
-    num_steps: int,
-    config: ml_collections.ConfigDict,
-):
-    """``target = m * target + (1 - m) * online`` with BYOL's cosine momentum schedule.
-
-    Called after the optimizer update with the new online parameters. The BatchNorm running
-    averages follow the same EMA; they matter only if the target is ever run in inference mode
-    (it is run in train mode, with batch statistics).
-
-    Args:
-      method_state: ``{"target": {"params": ..., "batch_stats": ...}}``.
-      params: the new online parameters.
-      batch_stats: the new online BatchNorm statistics.
-      step: the step that produced them (0 for the first update).
-      num_steps: the run's total number of steps (the schedule ends at 1 there).
-      config: ``config.method`` (``base_momentum``).
-
-    Returns:
-      The updated method state.
-    """
-    momentum = byol_losses.cosine_momentum(step, num_steps, config.base_momentum)
-    online = {"params": _target_part(params), "batch_stats": _target_part(batch_stats)}
-    target = jax.tree.map(
-        lambda t, o: momentum * t + (1.0 - momentum) * o, method_state["target"], online
-    )
-    return {**method_state, "target": target}
-
-
 def loss_fn(
     model: nn.Module,
     variables,
@@ -94,13 +35,13 @@ def loss_fn(
     config: ml_collections.ConfigDict,
     rng: jax.Array,
     step: jax.Array,
-) -> tuple[jax.Array, LossAux]:
+) -> tuple[jax.Array, base.LossAux]:
     """BYOL loss of a batch of two augmented views.
 
     Both views go through the online network (backbone, projector, predictor) as one batch and
     through the target network (the EMA backbone and projector in ``method_state``) as one
     batch. The target runs in train mode, so its BatchNorm uses the batch statistics as in
-    BYOL; its own running-average updates are discarded (the EMA in ``update_method_state``
+    BYOL; its own running-average updates are discarded (the EMA in ``teacher.update_state``
     sets them). Loss: ``normalized_mse(p1, z2') + normalized_mse(p2, z1')``.
 
     Args:
@@ -113,26 +54,27 @@ def loss_fn(
       step: unused (no schedule inside the loss); part of the method protocol.
 
     Returns:
-      ``(loss, LossAux)``.
+      ``(loss, base.LossAux)``.
     """
     del config, rng, step
     views = batch["global"]
     b, v = views.shape[:2]
     if v != 2:
         raise ValueError(f"BYOL takes exactly 2 views per image, got {v}.")
-    # Batch-major flattening keeps each device's rows on that device (no resharding).
-    images = views.reshape((b * v,) + views.shape[2:])  # [B*2, H, W, 3]
-    (features, _, predictions), updates = model.apply(
-        variables, images, train=True, mutable=["batch_stats"]
-    )
-    (_, target_projections), _ = model.apply(
-        method_state["target"], images, train=True, method=model.project, mutable=["batch_stats"]
-    )
+    (features, _, p), batch_stats = ssl_model.apply_views(model, variables, views)  # [B, 2, .]
+    (_, z), _ = ssl_model.apply_views(model, method_state["target"], views, project_only=True)
     # The target is a regression target, not a trained network: no gradient reaches it (it is
     # not in `params` either, so this documents the method more than it changes anything).
-    target_projections = jax.lax.stop_gradient(target_projections)
-    p = predictions.reshape(b, v, -1)  # [B, 2, P]
-    z = target_projections.reshape(b, v, -1)  # [B, 2, P]
-    loss = byol_losses.symmetric_normalized_mse(p[:, 0], p[:, 1], z[:, 0], z[:, 1])
+    z = jax.lax.stop_gradient(z)  # [B, 2, P]
+    loss = regression.symmetric_normalized_mse(p[:, 0], p[:, 1], z[:, 0], z[:, 1])
     metrics = {"train/prediction_cosine": 1.0 - loss / 4.0}  # mean cos(p, z') over both pairs
-    return loss, LossAux(features.reshape(b, v, -1), updates["batch_stats"], method_state, metrics)
+    return loss, base.LossAux(features, batch_stats, method_state, metrics)
+
+
+# The target network: an EMA of backbone + projector with the cosine momentum schedule.
+METHOD = base.Method(
+    build_model=build_model,
+    loss_fn=loss_fn,
+    init_state=teacher.init_state,
+    update_state=teacher.update_state,
+)

@@ -1,7 +1,7 @@
 """DINO: a student matches an EMA teacher's centered, sharpened outputs across views.
 
 Student = backbone + ``heads.DINOHead``; teacher = an EMA copy of both, kept in
-``method_state["target"]`` (the key, init and EMA update are BYOL's, shared with MoCo v3). The
+``method_state["target"]`` (`jaxssl.methods.teacher`, shared with BYOL and MoCo). The
 teacher sees the global views only; the student sees the global views and, with multi-crop,
 ``batch["local"]``. ``method_state`` also holds the ``center`` of the teacher outputs. The
 teacher-temperature schedule and the frozen last layer read the step the train step passes
@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxssl import schedules
 from jaxssl.losses import distillation
-from jaxssl.methods import byol
-from jaxssl.methods.base import LossAux
+from jaxssl.methods import base, teacher
 from jaxssl.models import heads, ssl_model
 
 
@@ -40,7 +40,7 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     return ssl_model.SSLModel(backbone=ssl_model.make_backbone(config.model), projector=head)
 
 
-def init_method_state(model: nn.Module, variables, config: ml_collections.ConfigDict):
+def init_state(model: nn.Module, variables, config: ml_collections.ConfigDict, key: jax.Array):
     """Teacher = a copy of the student; center = 0 (as in the reference).
 
     Returns:
@@ -48,14 +48,9 @@ def init_method_state(model: nn.Module, variables, config: ml_collections.Config
     """
     out_dim = variables["params"]["projector"]["last_layer"]["kernel"].shape[-1]
     return {
-        **byol.init_method_state(model, variables, config),
+        **teacher.init_state(model, variables, config, key),
         "center": jnp.zeros((out_dim,), jnp.float32),
     }
-
-
-# Teacher EMA with BYOL's cosine momentum (``base_momentum`` -> 1). The center is updated in
-# ``loss_fn``, which has the teacher outputs of the current batch.
-update_method_state = byol.update_method_state
 
 
 def _freeze_last_layer(params, frozen: jax.Array):
@@ -82,7 +77,7 @@ def loss_fn(
     config: ml_collections.ConfigDict,
     rng: jax.Array,
     step: jax.Array,
-) -> tuple[jax.Array, LossAux]:
+) -> tuple[jax.Array, base.LossAux]:
     """DINO loss of a batch of global (and optionally local) views; updates the center.
 
     The student runs once on the ``B * V`` global views and, with multi-crop, once on the
@@ -100,14 +95,14 @@ def loss_fn(
       variables: ``{"params": ..., "batch_stats": ...}`` of the student.
       batch: ``batch["global"]``: ``[B, V, H, W, 3]``, ``V >= 2`` (DINO: 2); optionally
         ``batch["local"]``: ``[B, L, h, w, 3]``.
-      method_state: ``{"target", "center"}`` (``init_method_state``).
+      method_state: ``{"target", "center"}`` (``init_state``).
       config: ``config.method``: ``student_temp``, ``teacher_temp``, ``warmup_teacher_temp``,
         ``warmup_teacher_temp_steps``, ``center_momentum``, ``freeze_last_layer_steps``.
       rng: unused (the model is deterministic); part of the method protocol.
       step: int32 scalar, the step being trained (``state.step``), for schedules.
 
     Returns:
-      ``(loss, LossAux)``; metrics: the teacher temperature and the mean entropy of the
+      ``(loss, base.LossAux)``; metrics: the teacher temperature and the mean entropy of the
       teacher targets (near ``log K``: uniform collapse; near 0: one-hot collapse).
     """
     del rng
@@ -117,40 +112,38 @@ def loss_fn(
         raise ValueError(f"DINO needs at least 2 global views per image, got {v}.")
     params = _freeze_last_layer(variables["params"], step < config.freeze_last_layer_steps)
     student_variables = {"params": params, "batch_stats": variables.get("batch_stats", {})}
-    # Batch-major flattening keeps each device's rows on that device (no resharding).
-    images = views.reshape((b * v,) + views.shape[2:])  # [B*V, H, W, 3]
-    (features, student), updates = model.apply(
-        student_variables, images, train=True, mutable=["batch_stats"]
-    )
-    student = student.reshape(b, v, -1)  # [B, V, K]
+    (features, student), batch_stats = ssl_model.apply_views(
+        model, student_variables, views
+    )  # [B, V, .]
     if "local" in batch:
-        local = batch["local"]
-        num_local = local.shape[1]
-        (_, local_student), _ = model.apply(
-            student_variables,
-            local.reshape((b * num_local,) + local.shape[2:]),
-            train=True,
-            mutable=["batch_stats"],
-        )
-        student = jnp.concatenate([student, local_student.reshape(b, num_local, -1)], axis=1)
-    (_, teacher), _ = model.apply(
-        method_state["target"], images, train=True, method=model.project, mutable=["batch_stats"]
+        (_, local_student), _ = ssl_model.apply_views(model, student_variables, batch["local"])
+        student = jnp.concatenate([student, local_student], axis=1)  # [B, V + L, K]
+    (_, teacher_out), _ = ssl_model.apply_views(
+        model, method_state["target"], views, project_only=True
     )
     # The teacher is trained only by the EMA: no gradient reaches it (it is not in `params`
     # either, so this documents the method more than it changes anything).
-    teacher = jax.lax.stop_gradient(teacher.reshape(b, v, -1))  # [B, V, K]
-    teacher_temp = distillation.teacher_temperature(
+    teacher_out = jax.lax.stop_gradient(teacher_out)  # [B, V, K]
+    teacher_temp = schedules.teacher_temperature(
         step, config.warmup_teacher_temp_steps, config.warmup_teacher_temp, config.teacher_temp
     )
     center = method_state["center"]
-    loss = distillation.dino_loss(student, teacher, center, teacher_temp, config.student_temp)
-    targets = distillation.teacher_probabilities(teacher, center, teacher_temp)  # [B, V, K]
+    loss = distillation.dino_loss(student, teacher_out, center, teacher_temp, config.student_temp)
+    targets = distillation.teacher_probabilities(teacher_out, center, teacher_temp)  # [B, V, K]
     entropy = -jnp.mean(jnp.sum(targets * jnp.log(jnp.maximum(targets, 1e-30)), axis=-1))
     new_state = {
         **method_state,
-        "center": distillation.update_center(center, teacher, config.center_momentum),
+        "center": distillation.update_center(center, teacher_out, config.center_momentum),
     }
     metrics = {"train/teacher_temp": teacher_temp, "train/teacher_entropy": entropy}
-    return loss, LossAux(
-        features.reshape(b, v, -1), updates.get("batch_stats", {}), new_state, metrics
-    )
+    return loss, base.LossAux(features, batch_stats, new_state, metrics)
+
+
+# The teacher: an EMA of the student with the cosine momentum schedule (``base_momentum`` -> 1).
+# The center is updated in ``loss_fn``, which has the teacher outputs of the current batch.
+METHOD = base.Method(
+    build_model=build_model,
+    loss_fn=loss_fn,
+    init_state=init_state,
+    update_state=teacher.update_state,
+)

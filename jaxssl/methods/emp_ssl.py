@@ -14,8 +14,8 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from jaxssl.losses import coding_rate
-from jaxssl.methods.base import LossAux
+from jaxssl.losses import coding_rate, normalize
+from jaxssl.methods import base
 from jaxssl.models import ssl_model
 
 
@@ -35,7 +35,7 @@ def loss_fn(
     config: ml_collections.ConfigDict,
     rng: jax.Array,
     step: jax.Array,
-) -> tuple[jax.Array, LossAux]:
+) -> tuple[jax.Array, base.LossAux]:
     """``coding_rate.emp_ssl_loss`` of the L2-normalized projections of all patches.
 
     ``config``: ``eps`` (0.2), ``invariance_weight`` (200), ``tcr_weight`` (1).
@@ -45,13 +45,13 @@ def loss_fn(
     b, n = views.shape[:2]
     if n < 2:
         raise ValueError(f"EMP-SSL needs several patches per image, got {n}.")
-    images = views.reshape((b * n,) + views.shape[2:])
-    (features, projections), updates = model.apply(
-        variables, images, train=True, mutable=["batch_stats"]
-    )
-    z = projections / jax.numpy.linalg.norm(projections, axis=-1, keepdims=True).clip(1e-12)
+    (features, projections), batch_stats = ssl_model.apply_views(model, variables, views)
+    z = normalize.l2_normalize(projections)  # [B, n, P]
     loss, terms = coding_rate.emp_ssl_loss(
-        z.reshape(b, n, -1), config.eps, config.invariance_weight, config.tcr_weight
+        z, config.eps, config.invariance_weight, config.tcr_weight
     )
     metrics = {f"train/emp_{k}": jax.lax.stop_gradient(v) for k, v in terms.items()}
-    return loss, LossAux(features.reshape(b, n, -1), updates["batch_stats"], method_state, metrics)
+    return loss, base.LossAux(features, batch_stats, method_state, metrics)
+
+
+METHOD = base.Method(build_model=build_model, loss_fn=loss_fn)

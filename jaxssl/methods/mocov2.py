@@ -17,13 +17,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxssl.losses import moco as moco_losses
-from jaxssl.methods import byol
-from jaxssl.methods.base import LossAux
+from jaxssl.losses import contrastive
+from jaxssl.methods import base, queue, teacher
 from jaxssl.models import ssl_model
-
-# The key encoder is an EMA of backbone + projector with BYOL's cosine schedule.
-update_method_state = byol.update_method_state
 
 
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:
@@ -34,18 +30,17 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     )
 
 
-def init_method_state(model: nn.Module, variables, config: ml_collections.ConfigDict):
+def init_state(model: nn.Module, variables, config: ml_collections.ConfigDict, key: jax.Array):
     """The key encoder (a copy of the query encoder) and the queue of random unit keys.
 
     Returns:
       ``{"target": variables, "queue": [K, P], "queue_pointer": int32 scalar}``.
     """
-    state = byol.init_method_state(model, variables, config)
-    state["queue"] = moco_losses.init_queue(
-        jax.random.key(0), config.queue_size, model.projector.output_dim
-    )
-    state["queue_pointer"] = jnp.zeros((), jnp.int32)
-    return state
+    return {
+        **teacher.init_state(model, variables, config, key),
+        "queue": queue.init(key, config.queue_size, model.projector.output_dim),
+        "queue_pointer": jnp.zeros((), jnp.int32),
+    }
 
 
 def loss_fn(
@@ -56,11 +51,11 @@ def loss_fn(
     config: ml_collections.ConfigDict,
     rng: jax.Array,
     step: jax.Array,
-) -> tuple[jax.Array, LossAux]:
+) -> tuple[jax.Array, base.LossAux]:
     """``(infonce(q1, k2, queue) + infonce(q2, k1, queue)) / 2``, then enqueue ``k1, k2``.
 
     The loss reads the queue before this batch's keys enter it. The new queue is returned in
-    ``LossAux.method_state`` (the EMA update follows in ``update_method_state``).
+    ``LossAux.method_state`` (the EMA update follows in ``teacher.update_state``).
 
     Args:
       batch: ``batch["global"]``: the views ``[B, 2, H, W, 3]``.
@@ -71,24 +66,23 @@ def loss_fn(
     b, v = views.shape[:2]
     if v != 2:
         raise ValueError(f"MoCo v2 takes exactly 2 views per image, got {v}.")
-    if config.queue_size % (b * v):
-        raise ValueError(
-            f"method.queue_size={config.queue_size} must be a multiple of the {b * v} keys a "
-            "step enqueues (2 x the global batch, or of a micro-batch with grad accumulation)."
-        )
-    images = views.reshape((b * v,) + views.shape[2:])  # batch-major: device rows stay put
-    (features, queries), updates = model.apply(
-        variables, images, train=True, mutable=["batch_stats"]
-    )
-    (_, keys), _ = model.apply(
-        method_state["target"], images, train=True, method=model.project, mutable=["batch_stats"]
-    )
-    q, k = queries.reshape(b, v, -1), keys.reshape(b, v, -1)
-    queue = method_state["queue"]
+    queue.check_size(config.queue_size, b * v, "queue_size")
+    (features, q), batch_stats = ssl_model.apply_views(model, variables, views)  # [B, 2, .]
+    (_, k), _ = ssl_model.apply_views(model, method_state["target"], views, project_only=True)
+    keys = method_state["queue"]
     loss = 0.5 * (
-        moco_losses.infonce_with_queue(q[:, 0], k[:, 1], queue, config.temperature)
-        + moco_losses.infonce_with_queue(q[:, 1], k[:, 0], queue, config.temperature)
+        contrastive.infonce_with_queue(q[:, 0], k[:, 1], keys, config.temperature)
+        + contrastive.infonce_with_queue(q[:, 1], k[:, 0], keys, config.temperature)
     )
-    new_queue, pointer = moco_losses.enqueue(queue, method_state["queue_pointer"], keys)
+    new_queue, pointer = queue.enqueue(keys, method_state["queue_pointer"], k.reshape(b * v, -1))
     new_state = {**method_state, "queue": new_queue, "queue_pointer": pointer}
-    return loss, LossAux(features.reshape(b, v, -1), updates["batch_stats"], new_state, {})
+    return loss, base.LossAux(features, batch_stats, new_state, {})
+
+
+# The key encoder: an EMA of backbone + projector with the cosine momentum schedule.
+METHOD = base.Method(
+    build_model=build_model,
+    loss_fn=loss_fn,
+    init_state=init_state,
+    update_state=teacher.update_state,
+)

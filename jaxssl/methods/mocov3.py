@@ -12,13 +12,9 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from jaxssl.losses import moco as moco_losses
-from jaxssl.methods import byol
-from jaxssl.methods.base import LossAux
+from jaxssl.losses import contrastive
+from jaxssl.methods import base, teacher
 from jaxssl.models import ssl_model
-
-init_method_state = byol.init_method_state
-update_method_state = byol.update_method_state
 
 
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:
@@ -46,8 +42,8 @@ def loss_fn(
     config: ml_collections.ConfigDict,
     rng: jax.Array,
     step: jax.Array,
-) -> tuple[jax.Array, LossAux]:
-    """``ctr(q1, k2) + ctr(q2, k1)`` over the global batch (``moco.infonce_in_batch``).
+) -> tuple[jax.Array, base.LossAux]:
+    """``ctr(q1, k2) + ctr(q2, k1)`` over the global batch (``contrastive.infonce_in_batch``).
 
     Queries are the online predictions, keys the EMA target's projections.
 
@@ -60,16 +56,19 @@ def loss_fn(
     b, v = views.shape[:2]
     if v != 2:
         raise ValueError(f"MoCo v3 takes exactly 2 views per image, got {v}.")
-    images = views.reshape((b * v,) + views.shape[2:])
-    (features, _, predictions), updates = model.apply(
-        variables, images, train=True, mutable=["batch_stats"]
-    )
-    (_, keys), _ = model.apply(
-        method_state["target"], images, train=True, method=model.project, mutable=["batch_stats"]
-    )
-    q, k = predictions.reshape(b, v, -1), keys.reshape(b, v, -1)
+    (features, _, q), batch_stats = ssl_model.apply_views(model, variables, views)  # [B, 2, .]
+    (_, k), _ = ssl_model.apply_views(model, method_state["target"], views, project_only=True)
     t = config.temperature
-    loss = moco_losses.infonce_in_batch(q[:, 0], k[:, 1], t) + moco_losses.infonce_in_batch(
+    loss = contrastive.infonce_in_batch(q[:, 0], k[:, 1], t) + contrastive.infonce_in_batch(
         q[:, 1], k[:, 0], t
     )
-    return loss, LossAux(features.reshape(b, v, -1), updates["batch_stats"], method_state, {})
+    return loss, base.LossAux(features, batch_stats, method_state, {})
+
+
+# The momentum encoder: an EMA of backbone + projector with the cosine momentum schedule.
+METHOD = base.Method(
+    build_model=build_model,
+    loss_fn=loss_fn,
+    init_state=teacher.init_state,
+    update_state=teacher.update_state,
+)

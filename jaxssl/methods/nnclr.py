@@ -15,9 +15,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxssl.losses import moco as moco_losses
-from jaxssl.losses import nnclr as nnclr_losses
-from jaxssl.methods.base import LossAux
+from jaxssl.losses import contrastive, normalize
+from jaxssl.methods import base, queue
 from jaxssl.models import ssl_model
 
 
@@ -33,13 +32,11 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     )
 
 
-def init_method_state(model: nn.Module, variables, config: ml_collections.ConfigDict):
+def init_state(model: nn.Module, variables, config: ml_collections.ConfigDict, key: jax.Array):
     """The support queue (random unit vectors at first, as the reference) and its pointer."""
     del variables
     return {
-        "support": moco_losses.init_queue(
-            jax.random.key(0), config.queue_size, model.projector.output_dim
-        ),
+        "support": queue.init(key, config.queue_size, model.projector.output_dim),
         "support_pointer": jnp.zeros((), jnp.int32),
     }
 
@@ -52,7 +49,7 @@ def loss_fn(
     config: ml_collections.ConfigDict,
     rng: jax.Array,
     step: jax.Array,
-) -> tuple[jax.Array, LossAux]:
+) -> tuple[jax.Array, base.LossAux]:
     """NNCLR loss of two views; then enqueues the first view's projections.
 
     Args:
@@ -64,27 +61,20 @@ def loss_fn(
     b, v = views.shape[:2]
     if v != 2:
         raise ValueError(f"NNCLR takes exactly 2 views per image, got {v}.")
-    if config.queue_size % b:
-        raise ValueError(
-            f"method.queue_size={config.queue_size} must be a multiple of the global batch {b} "
-            "(of a micro-batch with gradient accumulation)."
-        )
-    images = views.reshape((b * v,) + views.shape[2:])
-    (features, projections, predictions), updates = model.apply(
-        variables, images, train=True, mutable=["batch_stats"]
-    )
-    z, p = projections.reshape(b, v, -1), predictions.reshape(b, v, -1)
+    queue.check_size(config.queue_size, b, "queue_size")
+    (features, z, p), batch_stats = ssl_model.apply_views(model, variables, views)  # [B, 2, .]
     support = method_state["support"]
-    nn1 = nnclr_losses.nearest_neighbours(z[:, 0], support)
-    nn2 = nnclr_losses.nearest_neighbours(z[:, 1], support)
+    nn1 = contrastive.nearest_neighbours(z[:, 0], support)
+    nn2 = contrastive.nearest_neighbours(z[:, 1], support)
     t = config.temperature
-    loss = 0.5 * (
-        nnclr_losses.nnclr_loss(nn1, p[:, 1], t) + nnclr_losses.nnclr_loss(nn2, p[:, 0], t)
-    )
-    new_support, pointer = moco_losses.enqueue(support, method_state["support_pointer"], z[:, 0])
+    loss = 0.5 * (contrastive.nnclr_loss(nn1, p[:, 1], t) + contrastive.nnclr_loss(nn2, p[:, 0], t))
+    new_support, pointer = queue.enqueue(support, method_state["support_pointer"], z[:, 0])
     new_state = {"support": new_support, "support_pointer": pointer}
     # How often the neighbour comes from the same class is a useful diagnostic, but labels are
     # not stored in the queue; log the mean similarity to the neighbour instead.
-    similarity = jnp.mean(jnp.sum(nn1 * moco_losses.unit(jax.lax.stop_gradient(z[:, 0])), axis=1))
-    metrics = {"train/nn_similarity": similarity}
-    return loss, LossAux(features.reshape(b, v, -1), updates["batch_stats"], new_state, metrics)
+    z1 = normalize.l2_normalize(jax.lax.stop_gradient(z[:, 0]))  # [B, P]
+    metrics = {"train/nn_similarity": jnp.mean(jnp.sum(nn1 * z1, axis=1))}
+    return loss, base.LossAux(features, batch_stats, new_state, metrics)
+
+
+METHOD = base.Method(build_model=build_model, loss_fn=loss_fn, init_state=init_state)

@@ -1,8 +1,15 @@
-"""SimCLR: augmented views, a projector, NT-Xent over the global batch.
+"""SimCLR: augmented views, a projector, NT-Xent over the global batch; and SupCon.
+
+SupCon is this method with another positive-pair graph (``config.method.graph``): ``"label"``
+links every view of every image of the same class (Khosla et al.'s :math:`L^{sup}_{out}`),
+``"union"`` links labelled examples by class and the rest by image (semi-supervised). The loss
+is ``contrastive.multi_positive_nt_xent`` in every case.
 
 References:
   Chen et al., A Simple Framework for Contrastive Learning of Visual Representations,
   ICML 2020. https://arxiv.org/abs/2002.05709
+  Khosla et al., Supervised Contrastive Learning, NeurIPS 2020.
+  https://arxiv.org/abs/2004.11362
 """
 
 import flax.linen as nn
@@ -10,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxssl.losses import contrastive
-from jaxssl.methods.base import LossAux
+from jaxssl.losses import contrastive, contrastive_blockwise
+from jaxssl.methods import base
 from jaxssl.models import ssl_model
 
 
@@ -33,10 +40,10 @@ def _dense_loss(z: jax.Array, ids: jax.Array, config: ml_collections.ConfigDict)
 def _blockwise_loss(z: jax.Array, ids: jax.Array, config: ml_collections.ConfigDict):
     chunk_size = config.loss_chunk_size
     return (
-        contrastive.multi_positive_nt_xent_blockwise(
+        contrastive_blockwise.multi_positive_nt_xent_blockwise(
             z, config.temperature, ids=ids, chunk_size=chunk_size
         ),
-        contrastive.multi_positive_top1_blockwise(z, ids=ids, chunk_size=chunk_size),
+        contrastive_blockwise.multi_positive_top1_blockwise(z, ids=ids, chunk_size=chunk_size),
     )
 
 
@@ -90,7 +97,7 @@ def loss_fn(
     config: ml_collections.ConfigDict,
     rng: jax.Array,
     step: jax.Array,
-) -> tuple[jax.Array, LossAux]:
+) -> tuple[jax.Array, base.LossAux]:
     """SimCLR loss of a batch of augmented views.
 
     All ``B * V`` views go through the model as one batch, so BatchNorm statistics are those of
@@ -114,7 +121,7 @@ def loss_fn(
       step: unused (no schedule inside the loss); part of the method protocol.
 
     Returns:
-      ``(loss, LossAux)``.
+      ``(loss, base.LossAux)``.
     """
     del rng, step
     views = batch["global"]
@@ -125,28 +132,22 @@ def loss_fn(
     b, v = views.shape[:2]
     if v < 2:
         raise ValueError(f"SimCLR needs at least 2 views per image, got {v}.")
-    # Batch-major flattening keeps each device's rows on that device (no resharding).
-    images = views.reshape((b * v,) + views.shape[2:])  # [B*V, H, W, 3]
-    (features, projections), updates = model.apply(
-        variables, images, train=True, mutable=["batch_stats"]
-    )
+    (features, projections), batch_stats = ssl_model.apply_views(model, variables, views)
+    projections = projections.reshape(b * v, -1)  # [B*V, P], batch-major
     ids = contrastive.augmentation_graph_ids(b, v)  # [B*V], image index, batch-major like z
     if "local" in batch:
         # Multi-crop: the small views go through the model as their own batch (one pass per
         # resolution); their BatchNorm running averages are not kept, so the statistics used
         # at evaluation are those of full-size views.
-        local = batch["local"]
-        num_local = local.shape[1]
-        (_, local_projections), _ = model.apply(
-            variables,
-            local.reshape((b * num_local,) + local.shape[2:]),
-            train=True,
-            mutable=["batch_stats"],
-        )
-        projections = jnp.concatenate([projections, local_projections], axis=0)
+        num_local = batch["local"].shape[1]
+        (_, local_projections), _ = ssl_model.apply_views(model, variables, batch["local"])
+        projections = jnp.concatenate([projections, local_projections.reshape(b * num_local, -1)])
         ids = jnp.concatenate([ids, contrastive.augmentation_graph_ids(b, num_local)])
     if config.get("graph", "augmentation") != "augmentation":
         ids = graph_ids(ids, batch["label"], batch["index"], config)
     loss, top1 = LOSS_IMPLS[config.loss_impl](projections, ids, config)  # z: [B*(V+L), P]
     metrics = {"train/contrastive_top1": top1}
-    return loss, LossAux(features.reshape(b, v, -1), updates["batch_stats"], method_state, metrics)
+    return loss, base.LossAux(features, batch_stats, method_state, metrics)
+
+
+METHOD = base.Method(build_model=build_model, loss_fn=loss_fn)

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxssl.losses import byol as byol_losses
-from jaxssl.methods.base import LossAux
+from jaxssl.losses import normalize, regression
+from jaxssl.methods import base
 from jaxssl.models import ssl_model
 
 
@@ -40,11 +40,11 @@ def loss_fn(
     config: ml_collections.ConfigDict,
     rng: jax.Array,
     step: jax.Array,
-) -> tuple[jax.Array, LossAux]:
+) -> tuple[jax.Array, base.LossAux]:
     """SimSiam loss of a batch of two augmented views.
 
     Both views go through backbone, projector and predictor as one batch. Loss:
-    ``0.5 * D(p1, sg(z2)) + 0.5 * D(p2, sg(z1))`` (``byol_losses.symmetric_negative_cosine``;
+    ``0.5 * D(p1, sg(z2)) + 0.5 * D(p2, sg(z1))`` (``regression.symmetric_negative_cosine``;
     the stop-gradient is inside ``negative_cosine``).
 
     Args:
@@ -57,7 +57,7 @@ def loss_fn(
       step: unused (no schedule inside the loss); part of the method protocol.
 
     Returns:
-      ``(loss, LossAux)``; ``train/projection_std`` is the std over the batch of the
+      ``(loss, base.LossAux)``; ``train/projection_std`` is the std over the batch of the
       L2-normalized projections, averaged over channels: ~``1/sqrt(P)`` when healthy, 0 when
       collapsed (SimSiam Fig. 2).
     """
@@ -66,14 +66,11 @@ def loss_fn(
     b, v = views.shape[:2]
     if v != 2:
         raise ValueError(f"SimSiam takes exactly 2 views per image, got {v}.")
-    # Batch-major flattening keeps each device's rows on that device (no resharding).
-    images = views.reshape((b * v,) + views.shape[2:])  # [B*2, H, W, 3]
-    (features, projections, predictions), updates = model.apply(
-        variables, images, train=True, mutable=["batch_stats"]
-    )
-    p = predictions.reshape(b, v, -1)  # [B, 2, P]
-    z = projections.reshape(b, v, -1)  # [B, 2, P]
-    loss = byol_losses.symmetric_negative_cosine(p[:, 0], p[:, 1], z[:, 0], z[:, 1])
-    z_unit = projections / jnp.linalg.norm(projections, axis=-1, keepdims=True).clip(1e-12)
-    metrics = {"train/projection_std": jnp.mean(jnp.std(jax.lax.stop_gradient(z_unit), axis=0))}
-    return loss, LossAux(features.reshape(b, v, -1), updates["batch_stats"], method_state, metrics)
+    (features, z, p), batch_stats = ssl_model.apply_views(model, variables, views)  # [B, 2, .]
+    loss = regression.symmetric_negative_cosine(p[:, 0], p[:, 1], z[:, 0], z[:, 1])
+    z_unit = normalize.l2_normalize(jax.lax.stop_gradient(z).reshape(b * v, -1))  # [B*2, P]
+    metrics = {"train/projection_std": jnp.mean(jnp.std(z_unit, axis=0))}
+    return loss, base.LossAux(features, batch_stats, method_state, metrics)
+
+
+METHOD = base.Method(build_model=build_model, loss_fn=loss_fn)

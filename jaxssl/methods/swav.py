@@ -21,10 +21,11 @@ Three places where this differs from the reference code (facebookresearch/swav,
   still scale ``W`` as a whole, which leaves every prototype's direction, and so the scores,
   unchanged. The freeze follows the step the train step passes to ``loss_fn``, as the
   learning-rate schedule does.
-* The queue is one global FIFO per global view (the reference keeps ``queue_length /
-  world_size`` rows per GPU and equipartitions over the union with ``all_reduce``; the same
-  set of rows). As in the reference it fills from ``queue_start_epochs`` on and joins the codes'
-  Sinkhorn-Knopp once full; the scores use the current prototypes.
+* The queue is one global FIFO per global view, `jaxssl.methods.queue`'s ring buffer (the
+  reference keeps ``queue_length / world_size`` rows per GPU, shifted newest-first, and
+  equipartitions over the union with ``all_reduce``; the same set of rows, in another order,
+  which Sinkhorn-Knopp does not see). As in the reference it fills from ``queue_start_epochs``
+  on and joins the codes' Sinkhorn-Knopp once full; the scores use the current prototypes.
 
 References:
   Caron et al., Unsupervised Learning of Visual Features by Contrasting Cluster Assignments,
@@ -36,24 +37,18 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxssl.losses import moco as moco_losses
-from jaxssl.losses import swav as swav_losses
-from jaxssl.methods.base import LossAux
+from jaxssl.losses import clustering, normalize
+from jaxssl.methods import base, queue
 from jaxssl.models import ssl_model
 
 # SwAV assigns codes to (and queues) the 2 global views: the reference's crops_for_assign.
 NUM_CODE_VIEWS = 2
 
 
-def unit_prototypes(kernel: jax.Array) -> jax.Array:
-    """The prototypes as unit vectors: the ``[P, K]`` kernel's columns L2-normalized."""
-    kernel = kernel.astype(jnp.float32)
-    return kernel * jax.lax.rsqrt(jnp.maximum(jnp.sum(kernel * kernel, axis=0), 1e-24))
-
-
 def prototype_scores(embeddings: jax.Array, kernel: jax.Array) -> jax.Array:
-    """Cosine similarities ``[N, K]`` of embeddings ``[N, P]`` and the kernel's prototypes."""
-    return moco_losses.unit(embeddings) @ unit_prototypes(kernel)
+    """Cosine similarities ``[N, K]`` of embeddings ``[N, P]`` and the ``[P, K]`` kernel's
+    prototypes (its columns, L2-normalized)."""
+    return normalize.l2_normalize(embeddings) @ normalize.l2_normalize(kernel, axis=0)
 
 
 class Prototypes(nn.Module):
@@ -102,27 +97,21 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     )
 
 
-def init_method_state(model: nn.Module, variables, config: ml_collections.ConfigDict):
+def init_state(model: nn.Module, variables, config: ml_collections.ConfigDict, key: jax.Array):
     """With ``queue_length > 0``, the empty queue of each global view; else nothing.
 
     Returns:
-      ``{"queue": [2, L, P] zeros, "queue_filled": int32}``, or ``{}``.
+      ``{"queue": [2, L, P] zeros, "queue_filled": int32}``, or ``{}``. ``queue_filled`` counts
+      the rows written, kept below ``2 L``: the queue is full from ``L`` on, and the next write
+      goes to row ``queue_filled % L``.
     """
-    del variables
+    del variables, key
     state = {}
     if config.queue_length > 0:
         shape = (NUM_CODE_VIEWS, config.queue_length, model.projector.output_dim)
         state["queue"] = jnp.zeros(shape, jnp.float32)
-        state["queue_filled"] = jnp.zeros((), jnp.int32)  # rows written so far, at most L
+        state["queue_filled"] = jnp.zeros((), jnp.int32)
     return state
-
-
-def _apply(model, variables, views):
-    """``(features, projections, scores)`` of ``[B, V, H, W, 3]`` views, each ``[B, V, ...]``."""
-    b, v = views.shape[:2]
-    images = views.reshape((b * v,) + views.shape[2:])  # batch-major: device rows stay put
-    outputs, updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
-    return tuple(x.reshape(b, v, -1) for x in outputs), updates
 
 
 def loss_fn(
@@ -133,14 +122,14 @@ def loss_fn(
     config: ml_collections.ConfigDict,
     rng: jax.Array,
     step: jax.Array,
-) -> tuple[jax.Array, LossAux]:
+) -> tuple[jax.Array, base.LossAux]:
     """SwAV's swapped-prediction loss of 2 global views (and optional local views).
 
     The global views go through the model as one batch, multi-crop's local views
     (``batch["local"]``) as another (one pass per resolution); the running BatchNorm averages
     kept are those of the global views, as in SimCLR's multi-crop. Codes: Sinkhorn-Knopp over
     the global batch (plus the queue, once full) of each global view's scores, without gradient.
-    Loss: ``swav_losses.swapped_prediction_loss`` over all views. Then the global views'
+    Loss: ``clustering.swapped_prediction_loss`` over all views. Then the global views'
     normalized projections enter the queue (from ``queue_start_steps`` on).
 
     Args:
@@ -148,7 +137,7 @@ def loss_fn(
       variables: ``{"params": ..., "batch_stats": ...}``.
       batch: ``batch["global"]``: ``[B, 2, H, W, 3]``; optionally ``batch["local"]``:
         ``[B, L, h, w, 3]``.
-      method_state: the queue (``init_method_state``), or ``{}``.
+      method_state: the queue (``init_state``), or ``{}``.
       config: ``config.method``: ``temperature``, ``epsilon``, ``sinkhorn_iters``,
         ``freeze_prototypes_steps``, ``queue_length`` (a multiple of ``B``; 0: no queue),
         ``queue_start_steps``.
@@ -156,18 +145,14 @@ def loss_fn(
       step: int32 scalar, the step being trained (``state.step``), for schedules.
 
     Returns:
-      ``(loss, LossAux)``; ``LossAux.method_state`` holds the updated queue.
+      ``(loss, base.LossAux)``; ``LossAux.method_state`` holds the updated queue.
     """
     del rng
     views = batch["global"]
     b, v = views.shape[:2]
     if v != NUM_CODE_VIEWS:
         raise ValueError(f"SwAV takes exactly {NUM_CODE_VIEWS} global views, got {v}.")
-    if config.queue_length % b:
-        raise ValueError(
-            f"method.queue_length={config.queue_length} must be a multiple of the global batch "
-            f"{b} (of a micro-batch with gradient accumulation)."
-        )
+    queue.check_size(config.queue_length, b, "queue_length")
     # Frozen prototypes: the forward pass is unchanged, the kernel's gradient is zero.
     frozen = step < int(config.freeze_prototypes_steps)
     params = dict(variables["params"])
@@ -176,37 +161,41 @@ def loss_fn(
     params["predictor"] = {**params["predictor"], "kernel": kernel}
     variables = {**variables, "params": params}
 
-    (features, projections, scores), updates = _apply(model, variables, views)  # [B, 2, .]
+    (features, projections, scores), batch_stats = ssl_model.apply_views(model, variables, views)
     all_scores = scores  # [B, V, K], the global views first
     if "local" in batch:
-        (_, _, local_scores), _ = _apply(model, variables, batch["local"])  # [B, L, K]
+        (_, _, local_scores), _ = ssl_model.apply_views(model, variables, batch["local"])
         all_scores = jnp.concatenate([scores, local_scores], axis=1)
 
     def codes_fn(queue_scores):
-        return swav_losses.swav_codes(
+        return clustering.swav_codes(
             scores, queue_scores, epsilon=config.epsilon, num_iters=config.sinkhorn_iters
         )
 
     new_state = dict(method_state)
     metrics = {"train/prototypes_frozen": frozen.astype(jnp.float32)}
     if config.queue_length > 0:
-        queue, filled = method_state["queue"], method_state["queue_filled"]
+        stored, filled = method_state["queue"], method_state["queue_filled"]
         use_queue = filled >= config.queue_length
         # Scores of the queued (unit) embeddings with the current prototypes, no gradient.
         sg_kernel = jax.lax.stop_gradient(kernel)
-        queue_scores = jax.vmap(lambda q: prototype_scores(q, sg_kernel))(queue)  # [2, L, K]
+        queue_scores = jax.vmap(lambda q: prototype_scores(q, sg_kernel))(stored)  # [2, L, K]
         codes = jax.lax.cond(use_queue, codes_fn, lambda _: codes_fn(None), queue_scores)
-        # Newest rows first, the oldest B fall off (the reference's shift).
-        embeddings = jax.lax.stop_gradient(moco_losses.unit(jnp.swapaxes(projections, 0, 1)))
-        shifted = jnp.concatenate([embeddings, queue[:, : config.queue_length - b]], axis=1)
+        rows = jnp.swapaxes(projections, 0, 1)  # [2, B, P], normalized by enqueue
+        written, _ = jax.vmap(queue.enqueue, in_axes=(0, None, 0))(
+            stored, filled % config.queue_length, rows
+        )
         started = step >= int(config.queue_start_steps)
-        new_state["queue"] = jnp.where(started, shifted, queue)
-        new_state["queue_filled"] = jnp.where(
-            started, jnp.minimum(filled + b, config.queue_length), filled
-        ).astype(jnp.int32)
+        new_state["queue"] = jnp.where(started, written, stored)
+        count = filled + b
+        count = jnp.where(count >= 2 * config.queue_length, count - config.queue_length, count)
+        new_state["queue_filled"] = jnp.where(started, count, filled).astype(jnp.int32)
         metrics["train/queue_in_use"] = use_queue.astype(jnp.float32)
     else:
         codes = codes_fn(None)  # [B, 2, K]
 
-    loss = swav_losses.swapped_prediction_loss(all_scores, codes, config.temperature)
-    return loss, LossAux(features, updates["batch_stats"], new_state, metrics)
+    loss = clustering.swapped_prediction_loss(all_scores, codes, config.temperature)
+    return loss, base.LossAux(features, batch_stats, new_state, metrics)
+
+
+METHOD = base.Method(build_model=build_model, loss_fn=loss_fn, init_state=init_state)

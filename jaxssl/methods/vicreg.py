@@ -10,7 +10,7 @@ import jax
 import ml_collections
 
 from jaxssl.losses import redundancy
-from jaxssl.methods.base import LossAux
+from jaxssl.methods import base
 from jaxssl.models import ssl_model
 
 
@@ -37,7 +37,7 @@ def loss_fn(
     config: ml_collections.ConfigDict,
     rng: jax.Array,
     step: jax.Array,
-) -> tuple[jax.Array, LossAux]:
+) -> tuple[jax.Array, base.LossAux]:
     """VICReg loss of a batch of two augmented views.
 
     Both views go through backbone and expander as one batch, so the expander's hidden
@@ -55,7 +55,7 @@ def loss_fn(
       step: unused (no schedule inside the loss); part of the method protocol.
 
     Returns:
-      ``(loss, LossAux)``; metrics ``train/vicreg_invariance`` (MSE between the views),
+      ``(loss, base.LossAux)``; metrics ``train/vicreg_invariance`` (MSE between the views),
       ``train/vicreg_variance`` (hinge on the per-dimension std: 1 - sqrt(eps) when fully
       collapsed, 0 when every std >= 1) and ``train/vicreg_covariance``, all unweighted.
     """
@@ -64,12 +64,7 @@ def loss_fn(
     b, v = views.shape[:2]
     if v != 2:
         raise ValueError(f"VICReg takes exactly 2 views per image, got {v}.")
-    # Batch-major flattening keeps each device's rows on that device (no resharding).
-    images = views.reshape((b * v,) + views.shape[2:])  # [B*2, H, W, 3]
-    (features, projections), updates = model.apply(
-        variables, images, train=True, mutable=["batch_stats"]
-    )
-    z = projections.reshape(b, v, -1)  # [B, 2, P]
+    (features, z), batch_stats = ssl_model.apply_views(model, variables, views)  # [B, 2, .]
     loss, terms = redundancy.vicreg_loss(
         z[:, 0],
         z[:, 1],
@@ -78,4 +73,7 @@ def loss_fn(
         cov_coeff=config.cov_coeff,
     )
     metrics = {f"train/vicreg_{name}": jax.lax.stop_gradient(t) for name, t in terms.items()}
-    return loss, LossAux(features.reshape(b, v, -1), updates["batch_stats"], method_state, metrics)
+    return loss, base.LossAux(features, batch_stats, method_state, metrics)
+
+
+METHOD = base.Method(build_model=build_model, loss_fn=loss_fn)

@@ -10,7 +10,7 @@ import jax
 import ml_collections
 
 from jaxssl.losses import whitening
-from jaxssl.methods.base import LossAux
+from jaxssl.methods import base
 from jaxssl.models import ssl_model
 
 
@@ -31,7 +31,7 @@ def loss_fn(
     config: ml_collections.ConfigDict,
     rng: jax.Array,
     step: jax.Array,
-) -> tuple[jax.Array, LossAux]:
+) -> tuple[jax.Array, base.LossAux]:
     """W-MSE loss (``whitening.w_mse_loss``) of the views ``batch["global"]`` ``[B, V, ...]``.
 
     ``config``: ``w_size`` (images per whitening sub-batch), ``w_iter`` (random sub-batch
@@ -40,14 +40,12 @@ def loss_fn(
     del step
     views = batch["global"]
     b, v = views.shape[:2]
-    images = views.reshape((b * v,) + views.shape[2:])  # batch-major: device rows stay put
-    (features, projections), updates = model.apply(
-        variables, images, train=True, mutable=["batch_stats"]
-    )
+    (features, z), batch_stats = ssl_model.apply_views(model, variables, views)  # [B, V, .]
     permutations = jax.vmap(lambda k: jax.random.permutation(k, b))(
         jax.random.split(rng, config.w_iter)
     )
-    loss = whitening.w_mse_loss(
-        projections.reshape(b, v, -1), permutations, config.w_size, config.w_eps
-    )
-    return loss, LossAux(features.reshape(b, v, -1), updates["batch_stats"], method_state, {})
+    loss = whitening.w_mse_loss(z, permutations, config.w_size, config.w_eps)
+    return loss, base.LossAux(features, batch_stats, method_state, {})
+
+
+METHOD = base.Method(build_model=build_model, loss_fn=loss_fn)

@@ -7,6 +7,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxssl.losses import normalize
+
 
 class MLP(nn.Module):
     """Linear -> BN -> ReLU blocks, then a final linear layer (optionally followed by BN).
@@ -82,8 +84,7 @@ class WeightNormDense(nn.Module):
             (x.shape[-1], self.features),
             jnp.float32,
         )  # [D, K]
-        norms = jnp.sum(kernel * kernel, axis=0, keepdims=True)  # [1, K]
-        direction = kernel * jax.lax.rsqrt(jnp.maximum(norms, 1e-24))  # [D, K], unit columns
+        direction = normalize.l2_normalize(kernel, axis=0)  # [D, K], unit columns
         if self.learn_scale:
             direction = direction * self.param("scale", nn.initializers.ones, (self.features,))
         return jnp.dot(x.astype(self.dtype), direction.astype(self.dtype)).astype(jnp.float32)
@@ -145,9 +146,8 @@ class DINOHead(nn.Module):
                 )(x)
             x = nn.gelu(x, approximate=False)
         x = dense(self.bottleneck_dim, name=f"dense{self.num_layers}")(x)  # [B, bottleneck]
-        x = x.astype(jnp.float32)
         # F.normalize's eps: a zero embedding maps to zero rather than NaN.
-        x = x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-24))
+        x = normalize.l2_normalize(x)  # float32
         return WeightNormDense(
             self.output_dim,
             learn_scale=not self.norm_last_layer,

@@ -47,6 +47,41 @@ class SSLModel(nn.Module):
         return self.backbone(images, train=False)
 
 
+def apply_views(
+    model: SSLModel, variables, views: jax.Array, project_only: bool = False
+) -> tuple[tuple[jax.Array, ...], dict]:
+    """Runs ``model`` in train mode once on a group of views, as one batch.
+
+    The views are flattened batch-major (``[B * V, ...]``, image ``i``'s views in rows
+    ``i * V ...``), so each device's rows stay on that device, and the BatchNorm statistics are
+    those of all ``B * V`` views of the global batch.
+
+    Args:
+      model: the ``SSLModel``.
+      variables: ``{"params": ..., "batch_stats": ...}`` (the online network, or an EMA
+        teacher's backbone and projector with ``project_only``).
+      views: ``[B, V, H, W, 3]``.
+      project_only: run ``model.project`` (backbone and projector, no predictor), the path of
+        a teacher whose variables hold only those.
+
+    Returns:
+      ``(outputs, batch_stats)``: the model's outputs (``(features, projections)`` and
+      predictions if the model has a predictor and ``project_only`` is False), each
+      ``[B, V, ...]``; and the updated BatchNorm statistics (``{}`` without BatchNorm).
+    """
+    b, v = views.shape[:2]
+    images = views.reshape((b * v,) + views.shape[2:])  # [B*V, H, W, 3]
+    outputs, updates = model.apply(
+        variables,
+        images,
+        train=True,
+        method=model.project if project_only else None,
+        mutable=["batch_stats"],
+    )
+    outputs = tuple(x.reshape((b, v) + x.shape[1:]) for x in outputs)
+    return outputs, updates.get("batch_stats", {})
+
+
 def make_backbone(model_config: ml_collections.ConfigDict) -> nn.Module:
     """The backbone named by ``config.model.backbone``: a ResNet (``resnet.BACKBONES``: width,
     stem, conv lowering) or a ViT (``vit.SIZES``: patch size, image size, pooling)."""

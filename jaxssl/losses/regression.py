@@ -1,4 +1,4 @@
-"""Regression losses of the non-contrastive methods (BYOL, SimSiam) and BYOL's EMA schedule.
+"""Regression losses of the non-contrastive methods: BYOL, SimSiam, W-MSE.
 
 Both losses compare a prediction ``p`` of one view with a projection ``z`` of the other view
 by cosine similarity; neither needs negatives. All reductions are means over the global batch,
@@ -9,16 +9,14 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from jaxssl.losses import normalize
 
-def _cosine(p: jax.Array, z: jax.Array, eps: float = 1e-12) -> jax.Array:
-    """Row-wise cosine similarity in float32, ``[N]``."""
+
+def _cosine(p: jax.Array, z: jax.Array) -> jax.Array:
+    """Row-wise cosine similarity in float32, ``[N]``; a zero vector gives 0, not NaN."""
     chex.assert_equal_shape((p, z))
     chex.assert_rank(p, 2)
-    p, z = p.astype(jnp.float32), z.astype(jnp.float32)
-    # rsqrt(max(|x|^2, eps^2)) as in the BYOL reference: a zero vector gives cos 0, not NaN.
-    p = p * jax.lax.rsqrt(jnp.maximum(jnp.sum(p * p, axis=-1, keepdims=True), eps * eps))
-    z = z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, axis=-1, keepdims=True), eps * eps))
-    return jnp.sum(p * z, axis=-1)  # [N]
+    return jnp.sum(normalize.l2_normalize(p) * normalize.l2_normalize(z), axis=-1)  # [N]
 
 
 def normalized_mse(p: jax.Array, z: jax.Array) -> jax.Array:
@@ -111,28 +109,3 @@ def symmetric_negative_cosine(
       Chen & He, SimSiam, CVPR 2021, Eq. 2-4. https://arxiv.org/abs/2011.10566
     """
     return 0.5 * negative_cosine(p1, z2) + 0.5 * negative_cosine(p2, z1)
-
-
-def cosine_momentum(step: jax.Array | int, total_steps: float, base: float = 0.996) -> jax.Array:
-    r"""BYOL's EMA momentum, from ``base`` at step 0 to 1 at ``total_steps`` on a cosine.
-
-    .. math::
-      m(k) = 1 - (1 - m_0) \, \frac{\cos(\pi k / K) + 1}{2},
-
-    with ``k`` clipped to ``[0, K]`` (as the reference does) so steps past the end stay at 1.
-
-    Args:
-      step: the current step ``k`` (before its update).
-      total_steps: the run's length ``K``.
-      base: the momentum at step 0, ``m_0`` (BYOL: 0.996 on ImageNet; solo-learn uses 0.99
-        on CIFAR).
-
-    Returns:
-      The momentum, a float32 scalar.
-
-    References:
-      Grill et al., BYOL, NeurIPS 2020, Sec. 3.2. https://arxiv.org/abs/2006.07733
-    """
-    total = max(float(total_steps), 1.0)
-    progress = jnp.clip(jnp.asarray(step, jnp.float32), 0.0, total) / total
-    return 1.0 - (1.0 - base) * (jnp.cos(jnp.pi * progress) + 1.0) / 2.0

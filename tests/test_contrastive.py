@@ -1,11 +1,11 @@
+"""Contrastive losses: NT-Xent and its multi-positive graphs, MoCo's InfoNCE, NNCLR."""
+
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from jaxssl import sharding
-from jaxssl.losses import contrastive
+from jaxssl.losses import contrastive, contrastive_blockwise
 
 
 def _numpy_nt_xent(z1, z2, temperature):
@@ -103,8 +103,10 @@ def _random_graph(seed, m=24, d=8, num_labels=6):
 
 
 multi_positive = jax.jit(contrastive.multi_positive_nt_xent, static_argnames="temperature")
+# The blockwise implementation, checked against the dense one on the same graphs.
 blockwise = jax.jit(
-    contrastive.multi_positive_nt_xent_blockwise, static_argnames=("temperature", "chunk_size")
+    contrastive_blockwise.multi_positive_nt_xent_blockwise,
+    static_argnames=("temperature", "chunk_size"),
 )
 
 
@@ -185,102 +187,55 @@ def test_multi_positive_invariances():
         contrastive.multi_positive_nt_xent(z, 0.2)
 
 
-# --- Blockwise: the same value and gradients without the [M, M] matrix ---
+# --- With a momentum encoder (MoCo v2, v3) and NNCLR ---
 
 
-def _data_mesh():
-    return sharding.make_mesh(ml_collections.ConfigDict(dict(data=8)))
+def _unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def _value_and_grad(loss_fn, **kwargs):
-    return jax.jit(jax.value_and_grad(lambda z, ids: loss_fn(z, 0.2, ids=ids, **kwargs)))
+def _np_cross_entropy(logits, labels):
+    logits = logits - logits.max(1, keepdims=True)
+    log_probs = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    return -np.mean(log_probs[np.arange(len(labels)), labels])
 
 
-def _assert_close(got, expected, rtol=1e-5):
-    (value, grad), (expected_value, expected_grad) = got, expected
-    np.testing.assert_allclose(value, expected_value, rtol=rtol)
-    error = np.linalg.norm(np.asarray(grad) - expected_grad) / np.linalg.norm(expected_grad)
-    assert error <= rtol, error
+def test_infonce_with_queue_matches_numpy():
+    rng = np.random.default_rng(0)
+    q, k = rng.normal(size=(6, 5)), rng.normal(size=(6, 5))
+    queue = _unit(rng.normal(size=(10, 5)))
+    logits = np.concatenate(
+        [np.sum(_unit(q) * _unit(k), 1, keepdims=True), _unit(q) @ queue.T], axis=1
+    )
+    expected = _np_cross_entropy(logits / 0.2, np.zeros(6, int))
+    got = contrastive.infonce_with_queue(jnp.asarray(q), jnp.asarray(k), jnp.asarray(queue), 0.2)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+    # No gradient reaches keys or queue.
+    grads = jax.grad(contrastive.infonce_with_queue, argnums=(1, 2))(
+        jnp.asarray(q, jnp.float32), jnp.asarray(k, jnp.float32), jnp.asarray(queue, jnp.float32)
+    )
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in grads)
 
 
-def _sharded_graph(seed=6):
-    z, ids = _random_graph(seed, m=128, d=16, num_labels=40)
-    mesh = _data_mesh()
-    batch = jax.sharding.NamedSharding(mesh, jax.P("data"))
-    return z, ids, mesh, (jax.device_put(z, batch), jax.device_put(ids, batch))
+def test_infonce_in_batch_matches_numpy():
+    rng = np.random.default_rng(1)
+    q, k = rng.normal(size=(8, 4)), rng.normal(size=(8, 4))
+    expected = _np_cross_entropy(_unit(q) @ _unit(k).T / 0.2, np.arange(8)) * 0.4
+    got = contrastive.infonce_in_batch(jnp.asarray(q), jnp.asarray(k), 0.2)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-5)
 
 
-@pytest.mark.parametrize("chunk_size", [16, 40, 1024])  # 40: the last chunk is padded
-def test_blockwise_equals_dense_on_eight_devices(chunk_size):
-    z, ids, _, sharded = _sharded_graph()
-    dense = _value_and_grad(contrastive.multi_positive_nt_xent)(z, ids)
-    step = _value_and_grad(contrastive.multi_positive_nt_xent_blockwise, chunk_size=chunk_size)
-    _assert_close(step(*sharded), dense)
-    # It ran as a shard_map over the 8 devices, found from the inputs' sharding alone.
-    assert "shard_map" in str(step.trace(*sharded).jaxpr)
-    top1 = jax.jit(contrastive.multi_positive_top1_blockwise, static_argnames="chunk_size")
+def test_nnclr_neighbours_and_loss_match_numpy():
+    rng = np.random.default_rng(3)
+    support = _unit(rng.normal(size=(16, 4)))
+    z, p = rng.normal(size=(5, 4)), rng.normal(size=(5, 4))
+    expected_nn = support[np.argmax(_unit(z) @ support.T, axis=1)]
+    got_nn = contrastive.nearest_neighbours(jnp.asarray(z), jnp.asarray(support))
+    np.testing.assert_allclose(got_nn, expected_nn, rtol=1e-6)
+    expected = _np_cross_entropy(_unit(expected_nn) @ _unit(p).T / 0.2, np.arange(5))
     np.testing.assert_allclose(
-        top1(sharded[0], ids=sharded[1], chunk_size=chunk_size),
-        contrastive.multi_positive_top1(z, ids=ids),
+        float(contrastive.nnclr_loss(got_nn, jnp.asarray(p), 0.2)), expected, rtol=1e-5
     )
-
-
-def test_blockwise_finds_the_mesh_and_takes_a_matrix():
-    z, ids, mesh, sharded = _sharded_graph(seed=8)
-    dense = _value_and_grad(contrastive.multi_positive_nt_xent)(z, ids)
-    step = _value_and_grad(contrastive.multi_positive_nt_xent_blockwise, chunk_size=40)
-    # The mesh from jax.set_mesh or the mesh argument, with unsharded inputs.
-    with jax.set_mesh(mesh):
-        assert "shard_map" in str(step.trace(z, ids).jaxpr)
-        _assert_close(step(z, ids), dense)
-    with_mesh = _value_and_grad(
-        contrastive.multi_positive_nt_xent_blockwise, chunk_size=40, mesh=mesh
-    )
-    assert "shard_map" in str(with_mesh.trace(z, ids).jaxpr)
-    _assert_close(with_mesh(z, ids), dense)
-    # A row-sharded positives matrix gives the same.
-    positives = jax.device_put(
-        contrastive.positives_from_ids(jnp.asarray(ids)), sharded[0].sharding
-    )
-    matrix_step = jax.jit(
-        jax.value_and_grad(
-            lambda z, p: contrastive.multi_positive_nt_xent_blockwise(
-                z, 0.2, positives=p, chunk_size=40
-            )
-        )
-    )
-    _assert_close(matrix_step(sharded[0], positives), dense)
-
-
-def test_blockwise_without_mesh_or_uneven_batch_falls_back_to_one_device():
-    z, ids = _random_graph(7, m=36, d=8)  # 36 rows do not split over 8 devices
-    dense = _value_and_grad(contrastive.multi_positive_nt_xent)(z, ids)
-    step = _value_and_grad(contrastive.multi_positive_nt_xent_blockwise, chunk_size=8)
-    _assert_close(step(z, ids), dense)
-    assert "shard_map" not in str(step.trace(z, ids).jaxpr)
-    with jax.set_mesh(_data_mesh()):
-        _assert_close(step(z, ids), dense)
-
-
-def test_blockwise_memory_is_bounded():
-    m, d, chunk_size = 4096, 16, 256
-    z = jax.ShapeDtypeStruct((m, d), jnp.float32)
-    ids = jax.ShapeDtypeStruct((m,), jnp.int32)
-    mesh = _data_mesh()
-    batch = jax.sharding.NamedSharding(mesh, jax.P("data"))
-
-    def temp_bytes(loss_fn, **kwargs):
-        step = jax.jit(
-            jax.value_and_grad(lambda z, ids: loss_fn(z, 0.2, ids=ids, **kwargs)),
-            in_shardings=(batch, batch),
-        )
-        return step.lower(z, ids).compile().memory_analysis().temp_size_in_bytes
-
-    blockwise_bytes = temp_bytes(
-        contrastive.multi_positive_nt_xent_blockwise, chunk_size=chunk_size
-    )
-    dense_bytes = temp_bytes(contrastive.multi_positive_nt_xent)
-    # Per device: a [M / 8, C] chunk of logits is 0.5 MiB, a 1/8 share of [M, M] is 8 MiB.
-    chunk_bytes = m // 8 * chunk_size * 4
-    assert blockwise_bytes < 8 * chunk_bytes, blockwise_bytes / chunk_bytes
-    assert dense_bytes > m * m * 4 / 8, dense_bytes
+    # A support row equal to z is its own neighbour.
+    support[7] = _unit(z[2])
+    assert int(np.argmax(_unit(z[2]) @ support.T)) == 7
