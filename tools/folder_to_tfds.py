@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from jaxssl.data import folder
+from jaxssl.data import folder, image_files
 
 
 def _split_names(root: str) -> list[str]:
@@ -37,7 +37,7 @@ def _split_names(root: str) -> list[str]:
 
 def _examples(examples: folder.FolderSplit, root: str, image_size: int | None, shape):
     dataset = tf.data.Dataset.from_tensor_slices(tf.constant(examples.paths, tf.string)).map(
-        lambda path: folder.decode_image(tf.io.read_file(path), image_size),
+        lambda path: image_files.decode_image(tf.io.read_file(path), image_size),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
@@ -69,7 +69,7 @@ def convert(
       root: the image folder.
       name: TFDS name to give the dataset; must not be a registered TFDS dataset.
       data_dir: TFDS data directory to write ``name/1.0.0/`` into.
-      image_size: crop and resize every image to ``S x S`` as `folder.decode_image`
+      image_size: crop and resize every image to ``S x S`` as `image_files.decode_image`
         does; ``None`` keeps images as decoded, which then must all have one size.
       splits: split folders to convert; ``None``: every subfolder of ``root`` if it has
         a ``train`` folder, else ``["train"]``.
@@ -98,7 +98,7 @@ def convert(
     class_names = examples[splits[0]].class_names
     first_path = examples[splits[0]].paths[0]
     with open(first_path, "rb") as file:
-        shape = folder.decode_image(file.read(), image_size).numpy().shape
+        shape = image_files.decode_image(file.read(), image_size).numpy().shape
     features = tfds.features.FeaturesDict(
         {
             "image": tfds.features.Image(shape=shape, encoding_format=encoding),

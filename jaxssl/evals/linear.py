@@ -362,12 +362,7 @@ def run(context: features.Context) -> features.Result:
     flip_features = None
     if config.flip:
         embed_fn = features.make_embed_fn(
-            context.model,
-            context.mesh,
-            context.config.data.mean,
-            context.config.data.std,
-            flip=True,
-            patches=context.config.evals.patches,
+            context.model, context.mesh, data.mean, data.std, True, context.config.evals.patches
         )
         flipped = features.extract(
             embed_fn, context.variables, context.make_train_batches(), context.mesh
@@ -391,12 +386,8 @@ def run(context: features.Context) -> features.Result:
             metrics["linear/weight_decay"],
             weight_decays,
         )
+    splits = (data.eval_train_split, data.eval_test_split)
     description = protocol(
-        weight_decays,
-        config.holdout_fraction,
-        config.max_steps,
-        data.eval_train_split,
-        data.eval_test_split,
-        config.flip,
+        weight_decays, config.holdout_fraction, config.max_steps, *splits, config.flip
     )
     return features.Result(metrics, description, {})
