@@ -19,14 +19,6 @@ from jaxssl.methods import base
 from jaxssl.models import ssl_model
 
 
-def build_model(config: ml_collections.ConfigDict) -> nn.Module:
-    """Backbone + the reference 2-layer projector (4096 hidden, 1024 out on CIFAR)."""
-    return ssl_model.SSLModel(
-        backbone=ssl_model.make_backbone(config.model),
-        projector=ssl_model.make_projector(config.model),
-    )
-
-
 def loss_fn(
     model: nn.Module,
     variables,
@@ -54,4 +46,5 @@ def loss_fn(
     return loss, base.LossAux(features, batch_stats, method_state, metrics)
 
 
-METHOD = base.Method(build_model=build_model, loss_fn=loss_fn)
+# The model: backbone + the reference 2-layer projector (4096 hidden, 1024 out on CIFAR).
+METHOD = base.Method(build_model=ssl_model.build_model, loss_fn=loss_fn)

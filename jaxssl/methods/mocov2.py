@@ -22,14 +22,6 @@ from jaxssl.methods import base, queue, teacher
 from jaxssl.models import ssl_model
 
 
-def build_model(config: ml_collections.ConfigDict) -> nn.Module:
-    """Backbone + MLP projector (MoCo v2's 2-layer head)."""
-    return ssl_model.SSLModel(
-        backbone=ssl_model.make_backbone(config.model),
-        projector=ssl_model.make_projector(config.model),
-    )
-
-
 def init_state(model: nn.Module, variables, config: ml_collections.ConfigDict, key: jax.Array):
     """The key encoder (a copy of the query encoder) and the queue of random unit keys.
 
@@ -79,9 +71,10 @@ def loss_fn(
     return loss, base.LossAux(features, batch_stats, new_state, {})
 
 
-# The key encoder: an EMA of backbone + projector with the cosine momentum schedule.
+# The model: backbone + MLP projector (MoCo v2's 2-layer head); the key encoder is its EMA with
+# the cosine momentum schedule.
 METHOD = base.Method(
-    build_model=build_model,
+    build_model=ssl_model.build_model,
     loss_fn=loss_fn,
     init_state=init_state,
     update_state=teacher.update_state,

@@ -22,14 +22,6 @@ from jaxssl.methods import base
 from jaxssl.models import ssl_model
 
 
-def build_model(config: ml_collections.ConfigDict) -> nn.Module:
-    """ResNet backbone + MLP projector from ``config.model``."""
-    return ssl_model.SSLModel(
-        backbone=ssl_model.make_backbone(config.model),
-        projector=ssl_model.make_projector(config.model),
-    )
-
-
 def _dense_loss(z: jax.Array, ids: jax.Array, config: ml_collections.ConfigDict):
     return (
         contrastive.multi_positive_nt_xent(z, config.temperature, ids=ids),
@@ -150,4 +142,4 @@ def loss_fn(
     return loss, base.LossAux(features, batch_stats, method_state, metrics)
 
 
-METHOD = base.Method(build_model=build_model, loss_fn=loss_fn)
+METHOD = base.Method(build_model=ssl_model.build_model, loss_fn=loss_fn)

@@ -14,21 +14,6 @@ from jaxssl.methods import base
 from jaxssl.models import ssl_model
 
 
-def build_model(config: ml_collections.ConfigDict) -> nn.Module:
-    """ResNet backbone + VICReg expander (``config.model``).
-
-    The expander is ``config.model.projector_layers`` linear layers (3 in the paper:
-    8192-8192-8192; 2048-2048-2048 in solo-learn's CIFAR recipe), BN + ReLU after each hidden
-    layer, the last one plain. The paper's last layer has no bias; ``heads.MLP``'s has one,
-    which changes nothing: every term of the loss is invariant to a shift shared by both views,
-    so the bias gets zero gradient and stays at its zero init.
-    """
-    return ssl_model.SSLModel(
-        backbone=ssl_model.make_backbone(config.model),
-        projector=ssl_model.make_projector(config.model),
-    )
-
-
 def loss_fn(
     model: nn.Module,
     variables,
@@ -76,4 +61,9 @@ def loss_fn(
     return loss, base.LossAux(features, batch_stats, method_state, metrics)
 
 
-METHOD = base.Method(build_model=build_model, loss_fn=loss_fn)
+# The model: backbone + VICReg expander, ``config.model.projector_layers`` linear layers (3 in
+# the paper: 8192-8192-8192; 2048-2048-2048 in solo-learn's CIFAR recipe), BN + ReLU after each
+# hidden layer, the last one plain. The paper's last layer has no bias; ``heads.MLP``'s has one,
+# which changes nothing: every term of the loss is invariant to a shift shared by both views, so
+# the bias gets zero gradient and stays at its zero init.
+METHOD = base.Method(build_model=ssl_model.build_model, loss_fn=loss_fn)

@@ -14,15 +14,6 @@ from jaxssl.methods import base
 from jaxssl.models import ssl_model
 
 
-def build_model(config: ml_collections.ConfigDict) -> nn.Module:
-    """Backbone + the reference 2-layer head (``projector_hidden_dim`` -> ``projector_dim``,
-    BN + ReLU in between; 1024 -> 64 on CIFAR)."""
-    return ssl_model.SSLModel(
-        backbone=ssl_model.make_backbone(config.model),
-        projector=ssl_model.make_projector(config.model),
-    )
-
-
 def loss_fn(
     model: nn.Module,
     variables,
@@ -48,4 +39,6 @@ def loss_fn(
     return loss, base.LossAux(features, batch_stats, method_state, {})
 
 
-METHOD = base.Method(build_model=build_model, loss_fn=loss_fn)
+# The model: backbone + the reference 2-layer head (``projector_hidden_dim`` -> ``projector_dim``,
+# BN + ReLU in between; 1024 -> 64 on CIFAR).
+METHOD = base.Method(build_model=ssl_model.build_model, loss_fn=loss_fn)

@@ -47,6 +47,12 @@ class SSLModel(nn.Module):
         return self.backbone(images, train=False)
 
 
+def build_model(config: ml_collections.ConfigDict) -> SSLModel:
+    """Backbone + MLP projector from ``config.model``: the model of every method without a
+    predictor or a head of its own (a method's ``build_model``)."""
+    return SSLModel(backbone=make_backbone(config.model), projector=make_projector(config.model))
+
+
 def apply_views(
     model: SSLModel, variables, views: jax.Array, project_only: bool = False
 ) -> tuple[tuple[jax.Array, ...], dict]:
