@@ -218,7 +218,7 @@ def test_validation_index_is_reused_until_a_file_changes(tmp_path, monkeypatch):
         raise AssertionError(f"decoded {paths}")
 
     with monkeypatch.context() as patch:
-        patch.setattr(folder, "_decodes", no_decoding)
+        patch.setattr(folder.image_files, "_decodes", no_decoding)
         again = folder.read_split(str(tmp_path), "train", on_corrupt="skip")
     assert again.paths == first.paths and again.skipped == first.skipped
     _write(garbage, np.zeros((20, 20, 3), np.uint8))  # fixed: now a valid PNG

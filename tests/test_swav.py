@@ -122,7 +122,7 @@ def test_wrong_view_count_and_queue_length_are_errors():
             model, variables, {"global": jnp.zeros((4, 3, 8, 8, 3))}, state, config, None, 0
         )
     model, variables, config, state = _tiny(queue_length=6)
-    with pytest.raises(ValueError, match="multiple of the global batch 4"):
+    with pytest.raises(ValueError, match="multiple of the 4 rows a step enqueues"):
         swav.loss_fn(
             model, variables, {"global": jnp.zeros((4, 2, 8, 8, 3))}, state, config, None, 0
         )
@@ -229,7 +229,8 @@ def test_queue_and_loss_are_the_same_on_one_and_eight_devices():
     # The projector's BatchNorm over 8 rows amplifies the float32 rounding of a different
     # reduction order to ~1e-5; a per-device (not global) queue would differ by O(1).
     chex.assert_trees_all_close(results[0][1], results[1][1], rtol=1e-4, atol=1e-4)
-    assert int(results[1][1]["queue_filled"]) == 16
+    # 24 rows written to a queue of 16: full, the next write goes to row 24 % 16 = 8.
+    assert int(results[1][1]["queue_filled"]) == 24
 
 
 # --- The smoke preset through the real train step ---

@@ -29,9 +29,8 @@ def test_update_follows_the_cosine_momentum_and_keeps_other_entries():
     old, new = _tree(1), _tree(2)
     state = {"target": {"params": teacher.target_part(old), "batch_stats": {}}, "center": 3.0}
     for step, num_steps in [(0, 10), (5, 10), (10, 10)]:
-        updated = jax.jit(teacher.update_state, static_argnums=(4, 5))(
-            state, new, {}, jnp.asarray(step), num_steps, config
-        )
+        update = jax.jit(lambda s, p, t, n=num_steps: teacher.update_state(s, p, {}, t, n, config))
+        updated = update(state, new, jnp.asarray(step))
         m = float(schedules.cosine_momentum(step, num_steps, 0.9))
         expected = jax.tree.map(lambda t, o, m=m: m * t + (1 - m) * o, old, new)
         chex.assert_trees_all_close(
