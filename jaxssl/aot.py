@@ -187,7 +187,8 @@ def compile_run(
 
     Returns:
       The report (see the module docstring); ``report["fits"]`` is False when a step needs
-      more memory per device than the chip has, and ``report["error"]`` then says what to do.
+      more memory per device than the chip has; ``report["error"]`` then says what to do and
+      ``report["hbm_bytes_needed"]`` is the need per chip (0 if the compiler did not say).
     """
     import jax  # noqa: PLC0415
 
@@ -239,6 +240,7 @@ def compile_run(
         first_line = message.strip().splitlines()[0][:300]
         return report | {
             "fits": False,
+            "hbm_bytes_needed": need * chip.devices_per_chip,
             "error": f"{chip.name} chip memory exceeded: the train step "
             + memory_advice(config, need, available, len(devices))
             + f" (compiler: {first_line})",
@@ -294,6 +296,7 @@ def compile_run(
             train_memory["total"],
             report.get("eval", {}).get("hbm_bytes_per_device", {}).get("total", 0),
         )
+        report["hbm_bytes_needed"] = need * chip.devices_per_chip
         report["error"] = f"{chip.name} chip memory exceeded: the step " + memory_advice(
             config, need, capacity, len(devices)
         )

@@ -37,6 +37,7 @@ References:
 """
 
 import math
+import os
 from typing import Any, NamedTuple
 
 GiB = 2**30
@@ -112,8 +113,13 @@ def devices(topology: str, num_slices: int = 1) -> list[Any]:
     chip, dims = parse(topology)
     if not libtpu_available():
         raise RuntimeError(INSTALL_HINT)
+    import jax  # noqa: PLC0415
     from jax.experimental import topologies  # noqa: PLC0415
 
+    if jax.default_backend() == "cpu":
+        # Compiling only, no chip opened: libtpu's one-process lock (meant for a TPU host's
+        # chips) would refuse a second compile beside this one (two shells, a test lane).
+        os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     description = topologies.get_topology_desc(
         platform="tpu",
         topology_name=topology,

@@ -148,6 +148,8 @@ def render(results: dict) -> str:
                 elif report.get("fits"):
                     cells.append(f"{_gib(report['hbm_bytes_per_chip'])} GiB")
                     largest = f"{batch // 1024}k"
+                elif report.get("hbm_bytes_needed"):
+                    cells.append(f"OOM (needs {_gib(report['hbm_bytes_needed'])} GiB)")
                 else:
                     cells.append("OOM")
             out.append(f"| {topology} | {loss} | " + " | ".join(cells) + f" | {largest} |")
