@@ -27,10 +27,11 @@ wall times.
 import json
 import math
 import re
-import sys
 from typing import Any
 
 import ml_collections
+
+from jaxssl import errors
 
 HLO_COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 _ITEMSIZE = {
@@ -41,7 +42,7 @@ _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%\S+ = (.+?) ([a-z][a-z0-9-]*)\(")
 _ARRAY = re.compile(r"\b([a-z]+[0-9]*[a-z0-9]*)\[([0-9,]*)\]")
 
 
-class MemoryExceededError(RuntimeError):
+class MemoryExceededError(errors.UserError, RuntimeError):
     """A compiled step needs more memory per device than the chip has."""
 
 
@@ -308,12 +309,7 @@ def report(config, topology_name: str, num_slices: int, evaluation: bool) -> Non
     from absl import logging  # noqa: PLC0415
 
     logging.set_verbosity(logging.WARNING)
-    try:
-        report = compile_run(config, topology_name, num_slices, evaluation)
-    except RuntimeError as e:
-        if "libtpu" in str(e):
-            sys.exit(f"error: {e}")
-        raise
+    report = compile_run(config, topology_name, num_slices, evaluation)
     print(json.dumps(report), flush=True)
     if not report["fits"]:
-        sys.exit(f"error: {report['error']}")
+        raise MemoryExceededError(report["error"])

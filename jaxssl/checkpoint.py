@@ -19,16 +19,18 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
+from jaxssl import errors
+
 # Config sections that decide the shapes (and meaning) of the saved state. A checkpoint written
 # under different values cannot be resumed by this config.
 _STATE_DEFINING = ("model", "method")
 
 
-class IncompatibleCheckpointError(ValueError):
+class IncompatibleCheckpointError(errors.UserError, ValueError):
     """The workdir holds a checkpoint of a different model than the config describes."""
 
 
-class NoUsableCheckpointError(RuntimeError):
+class NoUsableCheckpointError(errors.UserError, RuntimeError):
     """Every checkpoint in the workdir was unreadable (all were moved aside, none deleted)."""
 
 

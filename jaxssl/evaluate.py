@@ -23,7 +23,7 @@ import jax
 import ml_collections
 import optax
 
-from jaxssl import checkpoint, evals, methods, saved_config, sharding
+from jaxssl import checkpoint, errors, evals, methods, saved_config, sharding
 from jaxssl import state as state_lib
 from jaxssl.evals import features
 
@@ -54,7 +54,7 @@ def restore_state(
     directory = os.path.join(workdir, "checkpoints")
     missing = f"No checkpoint in {directory}: train first (`jaxssl train --workdir {workdir}`)."
     if not os.path.isdir(directory):
-        raise FileNotFoundError(missing)
+        raise errors.MissingFileError(missing)
     method = methods.get_method(config.method.name)
     model = method.build_model(config)
     # Only params and batch_stats are read back, so the probe's and the optimizers' shapes do
@@ -77,7 +77,7 @@ def restore_state(
     try:
         step = checkpointer.latest_step() if step is None else step
         if step is None:
-            raise FileNotFoundError(missing)
+            raise errors.MissingFileError(missing)
         variables = checkpointer.restore_variables(abstract, step)
     finally:
         checkpointer.close()

@@ -22,7 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxssl import evaluate, methods, saved_config, sharding
+from jaxssl import errors, evaluate, methods, saved_config, sharding
 
 FORMAT = "jaxssl-backbone-v1"
 
@@ -70,7 +70,7 @@ def load(path: str) -> tuple[nn.Module, dict]:
     with open(path, "rb") as f:
         payload = flax.serialization.msgpack_restore(f.read())
     if payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a jaxssl backbone export (format {FORMAT}).")
+        raise errors.DataError(f"{path} is not a jaxssl backbone export (format {FORMAT}).")
     config = ml_collections.ConfigDict(json.loads(payload["config"]))
     model = methods.get_method(config.method.name).build_model(config)
     backbone = model.backbone.clone(parent=None)

@@ -17,10 +17,12 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
+from jaxssl import errors
+
 TIME_BUDGET_FILE = "time_budget.json"
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(errors.UserError, FloatingPointError):
     """The loss became NaN or Inf; training stopped and the last good checkpoint was kept."""
 
 

@@ -4,6 +4,8 @@ import jax
 import ml_collections
 import optax
 
+from jaxssl import errors
+
 
 def make_lr_schedule(config: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
     """Linear warmup from 0 to ``config.lr``, then cosine decay to ``lr * end_lr_factor``.
@@ -51,7 +53,7 @@ def make_optimizer(
       Loshchilov & Hutter, Decoupled Weight Decay Regularization (AdamW), ICLR 2019.
     """
     if config.name not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {config.name!r}; valid: {sorted(OPTIMIZERS)}.")
+        raise errors.ConfigError(f"Unknown optimizer {config.name!r}; valid: {sorted(OPTIMIZERS)}.")
     schedule = make_lr_schedule(config, num_steps)
     return OPTIMIZERS[config.name](config, schedule), schedule
 

@@ -1,5 +1,7 @@
 """Process-level settings that must be in place before JAX creates its backends."""
 
+import glob
+import importlib.util
 import os
 import sys
 
@@ -65,3 +67,54 @@ def configure_program() -> None:
     then ``configure_xla_cpu``."""
     exec_with_malloc_tunables()
     configure_xla_cpu()
+
+
+def _accelerator_attached() -> bool:
+    """Whether this host shows a TPU (Google PCI device), an NVIDIA or an AMD GPU."""
+    for vendor in glob.glob("/sys/bus/pci/devices/*/vendor"):
+        try:
+            with open(vendor) as f:
+                if f.read().strip() == "0x1ae0":  # Google: TPU chips
+                    return True
+        except OSError:
+            continue
+    return bool(glob.glob("/dev/nvidia[0-9]*")) or os.path.exists("/dev/kfd")
+
+
+def quiet_startup() -> None:
+    """Keeps TensorFlow's C++ start-up logs, and those of an idle libtpu, off the console.
+
+    For jaxssl's own commands only (a user's program importing jaxssl keeps its settings):
+    ``TF_CPP_MIN_LOG_LEVEL=2`` unless set, and, on a Linux host with libtpu installed (the
+    ``tpu`` extra, for ``jaxssl compile``) but no TPU or GPU attached, ``JAX_PLATFORMS=cpu``
+    unless set: otherwise JAX probes libtpu at start-up, which prints a dozen lines of errors
+    about TPU host names before JAX falls back to the CPU.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if (
+        "JAX_PLATFORMS" not in os.environ
+        and sys.platform.startswith("linux")
+        and importlib.util.find_spec("libtpu") is not None
+        and not _accelerator_attached()
+    ):
+        os.environ["JAX_PLATFORMS"] = "cpu"
+
+
+def import_tensorflow_quietly() -> None:
+    """Imports TensorFlow with file descriptor 2 pointed at /dev/null, then restores it.
+
+    TensorFlow 2.21 prints absl and oneDNN notices from C++ while it loads, whatever
+    ``TF_CPP_MIN_LOG_LEVEL`` says. jaxssl's train and eval commands import it this way first;
+    an import that fails still raises, with stderr back in place for its traceback.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        import tensorflow  # noqa: F401, PLC0415
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

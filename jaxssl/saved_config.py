@@ -19,6 +19,7 @@ from typing import Any
 
 import ml_collections
 
+from jaxssl import errors
 from jaxssl.configs import base
 
 CONFIG_FILE = "config.json"
@@ -74,7 +75,7 @@ def load(workdir: str) -> ml_collections.ConfigDict:
     """
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
-        raise FileNotFoundError(
+        raise errors.MissingFileError(
             f"{path} not found: --workdir must be the directory of a run made by `jaxssl train`."
         )
     with open(path) as f:
@@ -90,5 +91,5 @@ def load(workdir: str) -> ml_collections.ConfigDict:
 def get_config(workdir: str | None = None) -> ml_collections.ConfigDict:
     """``config_flags`` entry point: ``--config jaxssl/saved_config.py:WORKDIR``."""
     if not workdir:
-        raise ValueError("Usage: --config jaxssl/saved_config.py:WORKDIR.")
+        raise errors.ConfigError("Usage: --config jaxssl/saved_config.py:WORKDIR.")
     return load(workdir)

@@ -17,6 +17,8 @@ import ml_collections
 import numpy as np
 from jax.experimental import mesh_utils
 
+from jaxssl import errors
+
 DATA_AXIS = "data"
 FSDP_AXIS = "fsdp"
 # The mesh axes the batch is split over (a tuple: a valid ``axis_name`` of collectives).
@@ -50,12 +52,12 @@ def make_mesh(
     fsdp = config.get("fsdp", 1)
     available = len(devices)
     if fsdp < 1 or available % fsdp and config.data == -1:
-        raise ValueError(
+        raise errors.ConfigError(
             f"config.mesh.fsdp={fsdp} must be >= 1 and divide the {available} visible devices."
         )
     data = available // fsdp if config.data == -1 else config.data
     if data < 1 or data * fsdp > available:
-        raise ValueError(
+        raise errors.ConfigError(
             f"config.mesh.data={config.data} x config.mesh.fsdp={fsdp} needs {data * fsdp} "
             f"devices, but {available} are visible. Lower them or set data=-1 (all)."
         )
@@ -66,7 +68,9 @@ def make_mesh(
         # Multi-slice: "data" spans the slices (their data-centre network carries only the
         # gradient all-reduce across them); "fsdp" groups stay inside one slice's ICI.
         if data % slices:
-            raise ValueError(f"config.mesh.data={data} must be a multiple of the {slices} slices.")
+            raise errors.ConfigError(
+                f"config.mesh.data={data} must be a multiple of the {slices} slices."
+            )
         grid = mesh_utils.create_hybrid_device_mesh(
             (data // slices, fsdp), (slices, 1), devices, allow_split_physical_axes=True
         )
@@ -131,7 +135,7 @@ def check_batch_size(global_batch_size: int, mesh: jax.sharding.Mesh) -> None:
     devices = mesh.devices.size
     processes = len({device.process_index for device in mesh.devices.flat})
     if global_batch_size % devices or global_batch_size % processes:
-        raise ValueError(
+        raise errors.ConfigError(
             f"Global batch size {global_batch_size} must be divisible by the number of devices "
             f"({devices}) and processes ({processes}): every device gets an equal "
             "slice of the batch. Change --config.train.batch_size or --config.mesh.data."

@@ -40,6 +40,8 @@ import math
 import os
 from typing import Any, NamedTuple
 
+from jaxssl import errors
+
 GiB = 2**30
 
 
@@ -79,14 +81,16 @@ def parse(topology: str) -> tuple[Chip, tuple[int, ...]]:
     """
     name, _, grid = topology.partition(":")
     if name not in CHIPS or not grid:
-        raise ValueError(
+        raise errors.ConfigError(
             f"Unknown topology {topology!r}: use CHIP:AxB[xC] with CHIP one of "
             f"{', '.join(CHIPS)}, e.g. v5e:16x16 (256 chips) or v4:4x4x8 (128 chips)."
         )
     try:
         dims = tuple(int(d) for d in grid.split("x"))
     except ValueError:
-        raise ValueError(f"Malformed chip grid {grid!r} in {topology!r}; e.g. 4x4x8.") from None
+        raise errors.ConfigError(
+            f"Malformed chip grid {grid!r} in {topology!r}; e.g. 4x4x8."
+        ) from None
     return CHIPS[name], dims
 
 
@@ -112,7 +116,7 @@ def devices(topology: str, num_slices: int = 1) -> list[Any]:
     """
     chip, dims = parse(topology)
     if not libtpu_available():
-        raise RuntimeError(INSTALL_HINT)
+        raise errors.UserError(INSTALL_HINT)
     import jax  # noqa: PLC0415
     from jax.experimental import topologies  # noqa: PLC0415
 

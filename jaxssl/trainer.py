@@ -18,7 +18,7 @@ import optax
 import tqdm
 from absl import logging
 
-from jaxssl import checkpoint, evals, guards, methods, optim, sharding
+from jaxssl import checkpoint, errors, evals, guards, methods, optim, sharding
 from jaxssl import state as state_lib
 from jaxssl import step as step_lib
 from jaxssl.data import tfds as input_pipeline
@@ -42,6 +42,19 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
+
+
+def _out_of_memory(config: ml_collections.ConfigDict, devices: int, error: Exception) -> str:
+    """What to change when the train step ran out of device memory."""
+    first_line = str(error).strip().splitlines()[0][:300]
+    return (
+        f"The train step does not fit in device memory ({first_line}). Lower the batch per "
+        f"device (now {config.train.batch_size // devices}: --config.train.batch_size), split "
+        f"micro-batches (--config.train.grad_accum_steps={2 * config.train.grad_accum_steps}), "
+        "shard parameters and optimizer state (--config.mesh.fsdp=N), or compute in bf16 "
+        f"(--config.model.dtype=bfloat16; now {config.model.dtype}). For TPUs, `jaxssl compile` "
+        "checks a topology's memory ahead of time."
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +157,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     sharding.check_batch_size(config.evals.knn.batch_size, mesh)
     accum = config.train.grad_accum_steps
     if accum < 1 or batch_size % accum or (batch_size // accum) % mesh.devices.size:
-        raise ValueError(
+        raise errors.ConfigError(
             f"train.grad_accum_steps={accum} must be >= 1 and split the global batch "
             f"{batch_size} into micro-batches that divide over {mesh.devices.size} devices."
         )
@@ -172,7 +185,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         checkpointer = checkpoint.Checkpointer(
             os.path.join(workdir, "checkpoints"), config, keep=config.train.keep_checkpoints
         )
-        state = checkpointer.restore_latest_usable(run.abstract_state)
+        try:
+            state = checkpointer.restore_latest_usable(run.abstract_state)
+        except errors.UserError:
+            checkpointer.close()  # its background work must not outlive the error
+            raise
         if state is not None:
             logging.warning(
                 "Resuming from %s at step %d.",
@@ -266,9 +283,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     writer.write(step, evaluate_state(extractor, state))
                     timer.restart()
         except jax.errors.JaxRuntimeError as e:
+            if "RESOURCE_EXHAUSTED" in str(e):
+                raise errors.UserError(_out_of_memory(config, mesh.devices.size, e)) from e
             if jax.process_count() == 1:
                 raise
-            raise RuntimeError(
+            raise errors.PeerLostError(
                 f"Process {jax.process_index()} of {jax.process_count()}: a collective failed, "
                 f"most likely because another process died or lost its connection ({e}). Last "
                 f"checkpoint: step {checkpointer.latest_step()} in {checkpointer.directory}. "

@@ -31,6 +31,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
+from jaxssl import errors
 from jaxssl.data import fake, image_files
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -76,7 +77,7 @@ def _is_image_name(name: str) -> bool:
 def _split_dir(root: str, split: str) -> tuple[str, list[str]]:
     """The folder of a split and the class names (empty: unlabeled)."""
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"Image folder root {root!r} does not exist. {LAYOUT}")
+        raise errors.MissingFileError(f"Image folder root {root!r} does not exist. {LAYOUT}")
     split_dir = os.path.join(root, split)
     if os.path.isdir(split_dir):
         if not _subdirs(split_dir):
@@ -88,7 +89,7 @@ def _split_dir(root: str, split: str) -> tuple[str, list[str]]:
         return split_dir, class_names
     if split == "train":
         return root, _subdirs(root)
-    raise FileNotFoundError(
+    raise errors.MissingFileError(
         f"Image folder {root!r} has no split folder {split!r} (split folders: "
         f"{_subdirs(root) or 'none'}). {LAYOUT} Without split folders, hold out part of "
         f"'train' with TFDS split specs: --config.data.train_split='train[:90%]' "
@@ -102,7 +103,7 @@ def _list_files(split_dir: str, class_names: list[str]) -> tuple[list[str], list
         return [os.path.join(split_dir, name) for name in _files(split_dir)], None
     stray = [name for name in _files(split_dir) if _is_image_name(name)]
     if stray:
-        raise ValueError(
+        raise errors.DataError(
             f"{split_dir} holds class folders and also images outside them ({stray[:3]}); "
             f"put each image in its class folder. {LAYOUT}"
         )
@@ -127,7 +128,9 @@ def _read_whole_split(root: str, split: str, on_corrupt: str) -> FolderSplit:
     split_dir, class_names = _split_dir(root, split)
     candidates, labels = _list_files(split_dir, class_names)
     if not candidates:
-        raise ValueError(f"Image folder split {split!r} at {split_dir} has no files. {LAYOUT}")
+        raise errors.DataError(
+            f"Image folder split {split!r} at {split_dir} has no files. {LAYOUT}"
+        )
     images = [position for position, path in enumerate(candidates) if _is_image_name(path)]
     ok = np.zeros(len(candidates), bool)
     ok[images] = image_files.validate(split_dir, [candidates[position] for position in images])
@@ -137,7 +140,7 @@ def _read_whole_split(root: str, split: str, on_corrupt: str) -> FolderSplit:
             f"{path} ({'does not decode' if _is_image_name(path) else 'not .jpg/.jpeg/.png'})"
             for path in bad[:_SHOW_FILES]
         ]
-        raise ValueError(
+        raise errors.DataError(
             f"{len(bad)} of {len(candidates)} files of image folder split {split!r} are not "
             f"decodable images: {', '.join(reasons)}{' ...' if len(bad) > _SHOW_FILES else ''}. "
             f"Remove or fix them, or set --config.data.on_corrupt=skip to leave them out."
@@ -154,7 +157,7 @@ def _read_whole_split(root: str, split: str, on_corrupt: str) -> FolderSplit:
         )
     paths = [candidates[position] for position in np.flatnonzero(ok)]
     if not paths:
-        raise ValueError(
+        raise errors.DataError(
             f"Image folder split {split!r} at {split_dir} has no decodable images "
             f"({len(bad)} skipped). {LAYOUT}"
         )
@@ -185,9 +188,11 @@ def read_split(root: str, split: str, on_corrupt: str = "error") -> FolderSplit:
         undecodable files with ``on_corrupt="error"``, or ``on_corrupt`` is unknown.
     """
     if on_corrupt not in ON_CORRUPT:
-        raise ValueError(f"data.on_corrupt must be one of {ON_CORRUPT}, got {on_corrupt!r}.")
+        raise errors.ConfigError(
+            f"data.on_corrupt must be one of {ON_CORRUPT}, got {on_corrupt!r}."
+        )
     if not root:
-        raise ValueError(f"data.name='folder' needs data.folder_root. {LAYOUT}")
+        raise errors.ConfigError(f"data.name='folder' needs data.folder_root. {LAYOUT}")
     names = [part.split("[")[0].strip() for part in split.split("+")]
     whole = {name: _read_whole_split(root, name, on_corrupt) for name in dict.fromkeys(names)}
     sizes = {name: types.SimpleNamespace(num_examples=len(s.paths)) for name, s in whole.items()}
@@ -297,7 +302,7 @@ def open_config_split(
     examples = read_split(data_config.folder_root, split, data_config.on_corrupt)
     num_classes = len(examples.class_names)
     if num_classes > data_config.num_classes:
-        raise ValueError(
+        raise errors.ConfigError(
             f"Image folder {data_config.folder_root} has {num_classes} classes but "
             f"data.num_classes={data_config.num_classes}; set "
             f"--config.data.num_classes={num_classes}."

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 from absl import logging
 
+from jaxssl import errors
 from jaxssl.evals import features, knn, linear, plots, spectral
 
 Evaluator = Callable[[features.Context], features.Result]
@@ -34,7 +35,7 @@ def get_evaluators(names: Sequence[str]) -> dict[str, Evaluator]:
     """The evaluators called ``names``, in that order; raises with the valid names."""
     unknown = [name for name in names if name not in EVALUATORS]
     if unknown:
-        raise ValueError(f"Unknown evaluators {unknown}; valid: {sorted(EVALUATORS)}.")
+        raise errors.ConfigError(f"Unknown evaluators {unknown}; valid: {sorted(EVALUATORS)}.")
     return {name: EVALUATORS[name] for name in names}
 
 

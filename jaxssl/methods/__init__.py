@@ -6,6 +6,7 @@ and no method module imports another. Shared pieces: ``teacher.py`` (the EMA tea
 MoCo and DINO), ``queue.py`` (the FIFO queue of MoCo v2, NNCLR and SwAV).
 """
 
+from jaxssl import errors
 from jaxssl.methods import (
     barlow_twins,
     byol,
@@ -45,5 +46,5 @@ METHODS: dict[str, Method] = {
 def get_method(name: str) -> Method:
     """The method registered as ``name``; raises with the valid names."""
     if name not in METHODS:
-        raise ValueError(f"Unknown method {name!r}; valid: {sorted(METHODS)}.")
+        raise errors.ConfigError(f"Unknown method {name!r}; valid: {sorted(METHODS)}.")
     return METHODS[name]
