@@ -18,7 +18,7 @@ import optax
 import tqdm
 from absl import logging
 
-from jaxssl import checkpoint, errors, evals, guards, methods, optim, sharding
+from jaxssl import checkpoint, console, errors, evals, guards, methods, optim, sharding
 from jaxssl import state as state_lib
 from jaxssl import step as step_lib
 from jaxssl.data import tfds as input_pipeline
@@ -147,6 +147,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     Raises:
       guards.NonFiniteLossError: the loss became NaN or Inf under ``on_nonfinite="stop"``.
     """
+    run_start = time.perf_counter()
     guards.FiniteGuard.validate(config.train)
     os.makedirs(workdir, exist_ok=True)
     batch_size = config.train.batch_size
@@ -206,7 +207,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if num_steps != int(config.train.num_steps):
             config = with_num_steps(config, num_steps)
             run = build(config, mesh)  # the same state; the step's schedules change
-        logging.info("Steps %d to %d.", start_step, num_steps)
+        num_params = sum(x.size for x in jax.tree.leaves(run.abstract_state.params))
+        console.say(
+            console.header(config, mesh, num_params, extractor.num_examples, start_step, num_steps)
+        )
         _write_config(config, workdir)
 
         train_iter = input_pipeline.make_train_iterator(
@@ -228,9 +232,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             dynamic_ncols=True,
             disable=not config.train.progress_bar or jax.process_index() != 0,
         )
-        timer = StepTimer(
-            views_per_step=batch_size * (config.data.num_views + config.data.local_views)
-        )
+        views_per_step = batch_size * (config.data.num_views + config.data.local_views)
+        timer = StepTimer(views_per_step=views_per_step)
+        estimated = False  # the remaining time is said once, when throughput is known
         last_metrics = {}
         step = start_step  # steps done
         try:
@@ -258,6 +262,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     nonfinite_steps = int(jax.device_get(state.nonfinite_steps))
                     last_metrics = {**means, "train/nonfinite_steps": nonfinite_steps, **perf}
                     writer.write(step, last_metrics)
+                    img_per_s = last_metrics.get("perf/img_per_s")
+                    fitting = budget.calibrate_at is not None and budget.fitted is None
+                    if img_per_s and not estimated and not fitting and not is_last:
+                        console.say(console.estimate(step, num_steps, img_per_s, views_per_step))
+                        estimated = True
                     progress.set_postfix(
                         loss=f"{last_metrics['train/loss']:.3f}",
                         img_s=f"{last_metrics.get('perf/img_per_s', float('nan')):.0f}",
@@ -302,7 +311,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         results = evaluate_state(extractor, state)
         results["perf/knn_eval_seconds"] = time.perf_counter() - eval_start
         writer.write(step, results)
-        logging.warning("Step %d: %s", step, json.dumps(results))
+        logging.info("Step %d: %s", step, json.dumps(results))
+        console.say(
+            console.results_table(
+                {**last_metrics, **results}, time.perf_counter() - run_start, workdir
+            )
+        )
         checkpointer.wait()
         checkpointer.close()
         writer.close()

@@ -188,7 +188,7 @@ class Extractor:
         self, config: ml_collections.ConfigDict, model: nn.Module, mesh: jax.sharding.Mesh
     ):
         self.config, self.model, self.mesh = config, model, mesh
-        make_batches = {
+        iterators = {
             split: input_pipeline.make_eval_iterator(
                 config.data,
                 split,
@@ -196,9 +196,11 @@ class Extractor:
                 process_index=jax.process_index(),
                 process_count=jax.process_count(),
                 patches=config.evals.patches,
-            )[0]
+            )
             for split in (config.data.eval_train_split, config.data.eval_test_split)
         }
+        make_batches = {split: make for split, (make, _) in iterators.items()}
+        self.num_examples = {split: int(n) for split, (_, n) in iterators.items()}
         self.make_train_batches = make_batches[config.data.eval_train_split]
         self.make_test_batches = make_batches[config.data.eval_test_split]
         self.embed_fn = make_embed_fn(
