@@ -25,6 +25,7 @@ import optax
 
 from jaxssl import checkpoint, errors, evals, methods, saved_config, sharding
 from jaxssl import state as state_lib
+from jaxssl.data import tfds as input_pipeline
 from jaxssl.evals import features
 
 EVAL_DIR = "eval"
@@ -114,6 +115,7 @@ def evaluate(
     seconds["restore"] = time.perf_counter() - start
 
     # --- Features, extracted once ---
+    input_pipeline.prepare(config.data, process_count=jax.process_count())  # data.download
     start = time.perf_counter()
     out_dir = os.path.join(workdir, EVAL_DIR)
     context = features.Extractor(config, model, mesh).extract(

@@ -180,6 +180,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         )
 
         # --- Data first: a missing dataset must fail before anything is written ---
+        input_pipeline.prepare(config.data, process_count=jax.process_count())  # data.download
         extractor = features.Extractor(config, run.model, mesh)
 
         # --- Checkpoint: resume from the newest readable one ---

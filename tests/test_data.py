@@ -1,11 +1,14 @@
 """Tests for the host input pipeline: jaxssl.data.{fake,tfds}. No JAX."""
 
+import logging
 import os
 
 import ml_collections
 import numpy as np
 import pytest
+import tensorflow_datasets
 
+from jaxssl import errors
 from jaxssl.configs import base
 from jaxssl.data import crops, fake, tfds
 
@@ -167,6 +170,7 @@ def test_missing_dataset_raises_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError, match="TFDS_DATA_DIR") as error:
         tfds.load_split("cifar10", "train", str(tmp_path), 0, 1)
     assert "cifar10" in str(error.value) and str(tmp_path) in str(error.value)
+    assert isinstance(error.value, errors.UserError)
     with pytest.raises(FileNotFoundError, match="tfds build"):
         tfds.load_split("no_such_dataset_xyz", "train", str(tmp_path), 0, 1)
 
@@ -176,6 +180,130 @@ def _real_data_dir() -> str:
     if not data_dir or not os.path.isdir(os.path.join(data_dir, "cifar10")):
         pytest.skip("needs a prepared cifar10 in $TFDS_DATA_DIR")
     return data_dir
+
+
+# --- data.download: tfds.prepare (TFDS's download_and_prepare is replaced: no network) ---
+
+
+@pytest.fixture
+def downloads(monkeypatch):
+    """The builders whose ``download_and_prepare`` was called; nothing is downloaded."""
+    calls = []
+
+    def download_and_prepare(builder, **kwargs):
+        calls.append(builder)
+
+    monkeypatch.setattr(
+        tensorflow_datasets.core.DatasetBuilder, "download_and_prepare", download_and_prepare
+    )
+    return calls
+
+
+def test_download_never_with_a_missing_dataset_says_what_to_do(tmp_path, downloads):
+    config = _data_config(name="cifar10", data_dir=str(tmp_path), download="never")
+    with pytest.raises(errors.UserError) as error:
+        tfds.prepare(config, process_count=1)
+    message = str(error.value)
+    assert "'cifar10' is not prepared" in message and str(tmp_path) in message
+    for advice in ("--config.data.download=auto", "--config.data.data_dir", "tfds build cifar10"):
+        assert advice in message
+    assert isinstance(error.value, FileNotFoundError)  # what callers caught before
+    assert downloads == []
+
+
+def test_download_auto_prepares_a_missing_dataset_in_one_process(tmp_path, downloads, caplog):
+    config = _data_config(name="cifar10", data_dir=str(tmp_path))
+    assert config.download == "auto"  # the default
+    with caplog.at_level(logging.INFO):
+        tfds.prepare(config, process_count=1)
+    [builder] = downloads
+    assert builder.name == "cifar10" and str(builder.data_dir).startswith(str(tmp_path))
+    [line] = [r.getMessage() for r in caplog.records if "Downloading" in r.getMessage()]
+    assert "cifar10/3.0.2" in line and str(tmp_path) in line
+
+
+def test_download_of_a_prepared_dataset_only_with_always(downloads):
+    data_dir = _real_data_dir()
+    for mode in ("auto", "never"):
+        tfds.prepare(
+            _data_config(name="cifar10", data_dir=data_dir, download=mode), process_count=1
+        )
+    assert downloads == []
+    config = _data_config(name="cifar10", data_dir=data_dir, download="always")
+    tfds.prepare(config, process_count=1)
+    [builder] = downloads  # TFDS's own call finds it prepared and returns
+    assert str(builder.data_dir).startswith(data_dir)
+    with pytest.raises(errors.UserError, match="multi-process.*download=auto"):
+        tfds.prepare(config, process_count=2)
+    assert len(downloads) == 1
+
+
+@pytest.mark.parametrize("mode", ["auto", "always", "never"])
+def test_multi_process_runs_never_download(tmp_path, downloads, mode):
+    config = _data_config(name="cifar10", data_dir=str(tmp_path), download=mode)
+    with pytest.raises(tfds.DatasetNotPreparedError) as error:
+        tfds.prepare(config, process_count=2)
+    message = str(error.value)
+    assert "multi-process runs (2 processes here) never download" in message
+    assert str(tmp_path) in message and "GCS bucket" in message
+    assert "single-process jaxssl run with --config.data.download=always" in message
+    assert "tfds build cifar10" in message
+    assert isinstance(error.value, errors.UserError)
+    assert downloads == []
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        ConnectionError("Failed to resolve 'www.cs.toronto.edu'\n  File tfds/downloader.py ..."),
+        OSError("[Errno 101] Network is unreachable"),
+    ],
+)
+def test_failed_download_is_the_offline_message(tmp_path, monkeypatch, failure):
+    def download_and_prepare(builder, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(
+        tensorflow_datasets.core.DatasetBuilder, "download_and_prepare", download_and_prepare
+    )
+    config = _data_config(name="cifar10", data_dir=str(tmp_path))
+    with pytest.raises(errors.UserError) as error:
+        tfds.prepare(config, process_count=1)
+    message = str(error.value)
+    assert message.startswith(
+        f"Could not download and prepare TFDS dataset 'cifar10' into {tmp_path}"
+    )
+    first_line = str(failure).splitlines()[0]
+    assert f"({type(failure).__name__}: {first_line})" in message
+    assert "tfds/downloader.py" not in message  # one line of the cause, not its text
+    assert "offline" in message and "--config.data.download=never" in message
+    assert error.value.__cause__ is failure
+
+
+def test_invalid_download_mode_names_the_valid_ones(downloads):
+    config = _data_config(name="cifar10", download="sometimes")
+    with pytest.raises(errors.UserError, match="'sometimes'.*valid: auto, never, always"):
+        tfds.prepare(config, process_count=1)
+    assert downloads == []
+
+
+def test_fake_and_folder_data_are_not_tfds_datasets(monkeypatch, downloads):
+    def no_builder(*args, **kwargs):
+        raise AssertionError("tfds.builder called")
+
+    monkeypatch.setattr(tensorflow_datasets, "builder", no_builder)
+    for name in ("fake", "folder"):
+        for mode in ("auto", "always"):
+            tfds.prepare(_data_config(name=name, download=mode), process_count=1)
+            tfds.prepare(_data_config(name=name, download=mode), process_count=2)
+    assert downloads == []
+
+
+def test_unknown_dataset_name_is_a_user_error(tmp_path, downloads):
+    config = _data_config(name="no_such_dataset_xyz", data_dir=str(tmp_path))
+    with pytest.raises(errors.UserError, match="no builder of that name"):
+        tfds.prepare(config, process_count=1)
+    assert downloads == []
 
 
 def test_real_cifar10_train_batch():

@@ -30,6 +30,13 @@ def _data_config(module, data_dir):
     return config.data
 
 
+def test_missing_imagenet_says_it_needs_a_manual_download(tmp_path):
+    data_config = _data_config(simclr_imagenet, str(tmp_path))
+    data_config.name = "imagenet2012"
+    with pytest.raises(input_pipeline.DatasetNotPreparedError, match="manual download"):
+        jpeg.open_part(data_config, "train", 0, 1)
+
+
 def _encoded(height, width, seed=0):
     image = make_jpeg_tfds.make_image(np.random.default_rng(seed), height, height)
     image = tf.image.resize(image, (height, width)).numpy().astype(np.uint8)

@@ -5,8 +5,9 @@ import os
 import shutil
 
 import pytest
+import tensorflow_datasets
 
-from jaxssl import checkpoint, guards, trainer
+from jaxssl import checkpoint, errors, guards, trainer
 from tests import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,9 +73,28 @@ def test_missing_dataset_says_how_to_fix(tmp_path):
     config = helpers.smoke_run_config()
     config.data.name = "cifar10"
     config.data.data_dir = str(tmp_path / "no_data_here")
-    with pytest.raises(FileNotFoundError, match="TFDS_DATA_DIR"):
+    config.data.download = "never"
+    with pytest.raises(errors.UserError, match="download=auto"):
         trainer.train_and_evaluate(config, str(tmp_path / "workdir"))
     assert not os.path.exists(tmp_path / "workdir" / "checkpoints")  # failed before writing
+
+
+def test_offline_download_fails_before_writing(tmp_path, monkeypatch):
+    # data.download=auto on a machine without network: TFDS's download fails (replaced here,
+    # no network is touched); the run stops with the offline advice, the failure chained.
+    def download_and_prepare(builder, **kwargs):
+        raise ConnectionError("Failed to resolve 'www.cs.toronto.edu'")
+
+    monkeypatch.setattr(
+        tensorflow_datasets.core.DatasetBuilder, "download_and_prepare", download_and_prepare
+    )
+    config = helpers.smoke_run_config()
+    config.data.name = "cifar10"
+    config.data.data_dir = str(tmp_path / "no_data_here")
+    with pytest.raises(errors.UserError, match="Could not download.*offline") as error:
+        trainer.train_and_evaluate(config, str(tmp_path / "workdir"))
+    assert isinstance(error.value.__cause__, ConnectionError)
+    assert not os.path.exists(tmp_path / "workdir" / "checkpoints")
 
 
 def test_batch_size_must_divide_devices(tmp_path):

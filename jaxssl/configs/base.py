@@ -64,6 +64,15 @@ def get_base_config() -> ml_collections.ConfigDict:
         dict(
             name="cifar10",
             data_dir=ml_collections.FieldReference(None, field_type=str),  # None: $TFDS_DATA_DIR
+            # A TFDS dataset (at its version) missing from data_dir (folder and fake data are
+            # not TFDS: never downloaded), jaxssl/data/tfds.py `prepare`:
+            #   auto:   a single-process run downloads and prepares it with TFDS's
+            #           download_and_prepare before building the pipeline; multi-process runs
+            #           never download: they stop, saying how to prepare it once;
+            #   never:  no download; a missing dataset is an error that says what to do;
+            #   always: single-process runs call download_and_prepare even if the dataset is
+            #           there (TFDS skips the work); multi-process runs refuse.
+            download="auto",  # auto | never | always
             train_split="train",
             eval_train_split="train",
             eval_test_split="test",

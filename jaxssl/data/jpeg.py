@@ -54,7 +54,7 @@ def open_part(
       the examples in this part, ``max_n`` in the largest part.
 
     Raises:
-      FileNotFoundError: the dataset is not prepared in ``data_config.data_dir``.
+      jaxssl.data.tfds.DatasetNotPreparedError: the dataset is not prepared in ``data_dir``.
     """
     name = data_config.name
     try:
@@ -63,11 +63,15 @@ def open_part(
     except tfds.core.registered.DatasetNotFoundError:
         prepared = False
     if not prepared:
-        raise FileNotFoundError(
+        # Imported here: jaxssl.data.tfds imports this module.
+        from jaxssl.data import tfds as input_pipeline  # noqa: PLC0415
+
+        raise input_pipeline.DatasetNotPreparedError(
             f"TFDS dataset {name!r} is not prepared in data_dir {data_config.data_dir} (None: "
-            f"$TFDS_DATA_DIR). jaxssl never downloads at run time; ImageNet needs a manual "
-            f"download: https://www.tensorflow.org/datasets/catalog/imagenet2012, then "
-            f"`tfds build {name} --manual_dir=DIR`."
+            f"$TFDS_DATA_DIR). ImageNet needs a manual download: "
+            f"https://www.tensorflow.org/datasets/catalog/imagenet2012, then "
+            f"`tfds build {name} --manual_dir=DIR`, or put the files in "
+            f"DATA_DIR/downloads/manual and run with --config.data.download=auto."
         )
     parts = tfds.even_splits(split, n=process_count)
     sizes = [builder.info.splits[part].num_examples for part in parts]

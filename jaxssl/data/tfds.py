@@ -16,6 +16,9 @@ keyed by (seed, example index, epoch, view). Resuming at step ``k`` therefore yi
 exactly the batches an uninterrupted run yields from step ``k`` on.
 
 Evaluation passes read per-process parts.
+
+`prepare` runs first (``data.download``): it downloads and prepares a missing TFDS dataset in
+single-process runs, or stops with an error that says how to prepare it.
 """
 
 import math
@@ -27,7 +30,9 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import logging
 
+from jaxssl import errors
 from jaxssl.data import crops, fake, folder, jpeg
 
 # Shuffle buffer of the streaming path (``cache=False``); a full permutation needs the
@@ -41,20 +46,144 @@ class _Part(NamedTuple):
     max_part_size: int  # over all processes' parts
 
 
-def _missing_dataset_error(name: str, data_dir: str | None, detail: str) -> FileNotFoundError:
-    if data_dir is None:
-        env = os.environ.get("TFDS_DATA_DIR")
-        tried = f"TFDS_DATA_DIR={env}" if env else "~/tensorflow_datasets (TFDS_DATA_DIR unset)"
-    else:
-        tried = data_dir
-    return FileNotFoundError(
-        f"TFDS dataset {name!r} is not prepared in data_dir {tried} ({detail}). jaxssl never "
-        f"downloads at run time. Point TFDS_DATA_DIR or --config.data.data_dir at the "
-        f"directory that holds {name}/, or prepare it once while online with "
-        f"`tfds build {name} --data_dir=DIR` or `tfds.load({name!r}, data_dir=DIR, "
-        f"download=True)`. For a folder of image files use --config.data.name=folder "
-        f"--config.data.folder_root=ROOT, or convert it with tools/folder_to_tfds.py."
+# ``data.download``: what a run does about a TFDS dataset missing from ``data_dir``.
+DOWNLOAD_MODES = ("auto", "never", "always")
+# Sources that are not TFDS datasets: nothing to download.
+_NOT_TFDS = ("fake", "folder")
+
+
+class DatasetNotPreparedError(errors.UserError, FileNotFoundError):
+    """A TFDS dataset is not in ``data_dir`` and this run does not (or could not) prepare it."""
+
+
+def _data_dir_text(data_dir: str | None) -> str:
+    """``data_dir`` as TFDS resolves it, for messages."""
+    if data_dir is not None:
+        return data_dir
+    env = os.environ.get("TFDS_DATA_DIR")
+    return f"TFDS_DATA_DIR={env}" if env else "~/tensorflow_datasets (TFDS_DATA_DIR unset)"
+
+
+def _missing_dataset_error(name: str, data_dir: str | None, detail: str) -> DatasetNotPreparedError:
+    return DatasetNotPreparedError(
+        f"TFDS dataset {name!r} is not prepared in data_dir {_data_dir_text(data_dir)} "
+        f"({detail}). To fix it: run with --config.data.download=auto (the default) on a "
+        f"machine that is online, and jaxssl downloads and prepares it; or point TFDS_DATA_DIR "
+        f"or --config.data.data_dir at the directory that holds {name}/; or prepare it once "
+        f"with `tfds build {name} --data_dir=DIR`. For a folder of image files use "
+        f"--config.data.name=folder --config.data.folder_root=ROOT, or convert it with "
+        f"tools/folder_to_tfds.py."
     )
+
+
+def _multi_process_error(
+    name: str, data_dir: str | None, process_count: int
+) -> DatasetNotPreparedError:
+    return DatasetNotPreparedError(
+        f"TFDS dataset {name!r} is not prepared in data_dir {_data_dir_text(data_dir)}, and "
+        f"multi-process runs ({process_count} processes here) never download, whatever "
+        f"data.download says: every process would download and write the same files at once. "
+        f"Prepare it once, in a single process, into a directory every host reads (a shared "
+        f"file system or a GCS bucket): `tfds build {name} --data_dir=DIR`, or a "
+        f"single-process jaxssl run with --config.data.download=always "
+        f"--config.data.data_dir=DIR. Then start this run with --config.data.data_dir=DIR."
+    )
+
+
+def _download_error(
+    name: str, builder: tfds.core.DatasetBuilder, error: Exception
+) -> DatasetNotPreparedError:
+    lines = str(error).strip().splitlines()
+    cause = f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
+    manual = ""
+    if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+        manual = (
+            f" {name} needs a manual download: put its files in "
+            f"{builder.data_dir_root}/downloads/manual (see "
+            f"https://www.tensorflow.org/datasets/catalog/{builder.name}) and run again."
+        )
+    return DatasetNotPreparedError(
+        f"Could not download and prepare TFDS dataset {name!r} into {builder.data_dir} "
+        f"({cause}).{manual} If this machine is offline, prepare the dataset on one that is "
+        f"online (`tfds build {name} --data_dir=DIR`, or a jaxssl run there with "
+        f"--config.data.download=auto), copy DIR here and point --config.data.data_dir (or "
+        f"TFDS_DATA_DIR) at it; --config.data.download=never then reads it without trying to "
+        f"download. JAXSSL_DEBUG=1 shows TFDS's own traceback."
+    )
+
+
+def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+    """TFDS's builder of ``name`` in ``data_dir``; raises `DatasetNotPreparedError` if unknown."""
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        # `from None`: TFDS's message lists every registered dataset.
+        raise _missing_dataset_error(
+            name, data_dir, "TFDS has no builder of that name and there are no files of it"
+        ) from None
+
+
+def prepare(data_config: ml_collections.ConfigDict, *, process_count: int) -> None:
+    """Makes sure the run's TFDS dataset is prepared, downloading it where ``data.download`` says.
+
+    Call once per process before building pipelines. ``data.download`` is one of
+    `DOWNLOAD_MODES`:
+
+    - ``auto``: a dataset (at its version) missing from ``data_dir`` is downloaded and prepared
+      with TFDS's ``download_and_prepare``, which prints its own progress; only in a
+      single-process run.
+    - ``never``: nothing is downloaded; a missing dataset is an error that says what to do.
+    - ``always``: ``download_and_prepare`` is called even if the dataset is there (TFDS then
+      skips the work); only in a single-process run.
+
+    Multi-process runs never download (every process would fetch and write the same files into
+    the same directory): a missing dataset is an error that says how to prepare it once.
+    Folder and fake data (``data.name`` ``folder`` or ``fake``) are not TFDS datasets: nothing
+    is done for them.
+
+    Args:
+      data_config: the ``config.data`` ConfigDict (``name``, ``data_dir``, ``download``).
+      process_count: number of processes, ``jax.process_count()``.
+
+    Raises:
+      errors.UserError: ``data.download`` is not one of `DOWNLOAD_MODES`.
+      DatasetNotPreparedError: the dataset is missing and may not be downloaded here, or the
+        download failed (no network, no disk space, a manual download needed); the failure
+        is chained to it.
+    """
+    mode = data_config.get("download", "auto")
+    if mode not in DOWNLOAD_MODES:
+        raise errors.UserError(
+            f"data.download={mode!r} is not a download mode; valid: {', '.join(DOWNLOAD_MODES)}."
+        )
+    name, data_dir = data_config.name, data_config.data_dir
+    if name in _NOT_TFDS:
+        return
+    builder = _builder(name, data_dir)
+    prepared = builder.is_prepared()
+    if prepared and mode != "always":
+        return
+    if process_count > 1:
+        if prepared:  # data.download=always
+            raise errors.UserError(
+                f"data.download=always: multi-process runs ({process_count} processes here) "
+                f"never download, and {name!r} is prepared in {builder.data_dir} already: run "
+                f"with --config.data.download=auto (or never)."
+            )
+        raise _multi_process_error(name, data_dir, process_count)
+    if mode == "never":
+        raise _missing_dataset_error(name, data_dir, f"nothing at {builder.data_dir}")
+    logging.info(
+        "%s TFDS dataset %s in %s (data.download=%s).",
+        "Checking (already prepared)" if prepared else "Downloading and preparing",
+        builder.info.full_name,
+        builder.data_dir,
+        mode,
+    )
+    try:
+        builder.download_and_prepare()
+    except Exception as error:  # any failure (network, disk, manual files): say what to do
+        raise _download_error(name, builder, error) from error
 
 
 def _open_part(
@@ -76,11 +205,7 @@ def _open_part(
             "name='folder' reads data.folder_root: pass the data config to "
             "make_train_iterator / make_eval_iterator, or call jaxssl.data.folder.load_split."
         )
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
-        # `from None`: TFDS's message lists every registered dataset.
-        raise _missing_dataset_error(name, data_dir, "no builder or files found") from None
+    builder = _builder(name, data_dir)
     if not builder.is_prepared():
         raise _missing_dataset_error(name, data_dir, f"nothing at {builder.data_dir}")
     parts = tfds.even_splits(split, n=process_count)
@@ -134,8 +259,8 @@ def load_split(
       examples in this part.
 
     Raises:
-      FileNotFoundError: the dataset is not prepared in ``data_dir``; nothing is
-        downloaded.
+      DatasetNotPreparedError: the dataset is not prepared in ``data_dir``; nothing is
+        downloaded here (`prepare` does that).
     """
     part = _open_part(name, split, data_dir, process_index, process_count, num_fake_examples)
     return part.dataset, part.num_examples
