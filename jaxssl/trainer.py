@@ -48,6 +48,8 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
 class Training:
     """What a run is made of: the model, the state initializer and the compiled step."""
 
+    config: ml_collections.ConfigDict  # the config it was built from
+    mesh: jax.sharding.Mesh  # the mesh the state and the batches are laid out on
     model: nn.Module
     init_fn: Callable[[jax.Array], state_lib.TrainState]
     init_key: jax.Array
@@ -58,6 +60,18 @@ class Training:
         """A freshly initialized state, laid out on the mesh as ``abstract_state`` says."""
         shardings = jax.tree.map(lambda x: x.sharding, self.abstract_state)
         return jax.jit(self.init_fn, out_shardings=shardings)(self.init_key)
+
+
+def check_batch_size(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
+    """Raises if ``train.batch_size`` (or its ``grad_accum_steps`` micro-batches) does not split
+    evenly over the devices and processes of ``mesh``."""
+    batch_size, accum = config.train.batch_size, config.train.grad_accum_steps
+    sharding.check_batch_size(batch_size, mesh)
+    if accum < 1 or batch_size % accum or (batch_size // accum) % mesh.devices.size:
+        raise ValueError(
+            f"train.grad_accum_steps={accum} must be >= 1 and split the global batch "
+            f"{batch_size} into micro-batches that divide over {mesh.devices.size} devices."
+        )
 
 
 def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Training:
@@ -94,6 +108,8 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Trainin
         donate_argnums=(0,),
     )
     return Training(
+        config=config,
+        mesh=mesh,
         model=model,
         init_fn=init_fn,
         init_key=init_key,
@@ -140,14 +156,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     # --- Mesh ---
     mesh = sharding.make_mesh(config.mesh)
-    sharding.check_batch_size(batch_size, mesh)
+    check_batch_size(config, mesh)
     sharding.check_batch_size(config.evals.knn.batch_size, mesh)
-    accum = config.train.grad_accum_steps
-    if accum < 1 or batch_size % accum or (batch_size // accum) % mesh.devices.size:
-        raise ValueError(
-            f"train.grad_accum_steps={accum} must be >= 1 and split the global batch "
-            f"{batch_size} into micro-batches that divide over {mesh.devices.size} devices."
-        )
     logging.info(
         "Mesh %s over %d processes; global batch %d.",
         dict(mesh.shape),
