@@ -23,7 +23,7 @@ from jaxssl import state as state_lib
 from jaxssl import step as step_lib
 from jaxssl.data import tfds as input_pipeline
 from jaxssl.evals import features
-from jaxssl.metrics import MetricWriter, StepTimer
+from jaxssl.metrics import MetricWriter, StepTimer, import_wandb
 
 # What training evaluates, periodically and at the end (`jaxssl.evals.EVALUATORS`).
 TRAINING_EVALUATORS = ("knn", "rankme")
@@ -151,6 +151,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       guards.NonFiniteLossError: the loss became NaN or Inf under ``on_nonfinite="stop"``.
     """
     guards.FiniteGuard.validate(config.train)
+    import_wandb(config.train)  # train.wandb without wandb installed: fail before writing
     os.makedirs(workdir, exist_ok=True)
     batch_size = config.train.batch_size
 
@@ -212,7 +213,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         )
 
         # --- Loop ---
-        writer = MetricWriter(workdir, resume_step=start_step)
+        writer = MetricWriter(workdir, resume_step=start_step, config=config)
         guard = guards.FiniteGuard(config.train, checkpointer)
         preemption = guards.Preemption()
         progress = tqdm.tqdm(
