@@ -10,7 +10,8 @@ splits once, and runs the evaluators named in ``config.evals.run`` (`jaxssl.eval
 ``knn``, ``linear``, ``spectral``, ``rankme``, ``plots``).
 
 Writes ``W/eval/<step>.json`` (metrics, protocols, wall times, spectra), ``W/eval/<step>.md``
-(the table, also printed) and ``W/eval/<step>_*.png``.
+(the table, also printed) and ``W/eval/<step>_*.png``, the PNGs also as TensorBoard image
+summaries ``eval/<figure>`` of that step in ``W/tensorboard``.
 """
 
 import json
@@ -23,7 +24,7 @@ import jax
 import ml_collections
 import optax
 
-from jaxssl import checkpoint, errors, evals, methods, saved_config, sharding
+from jaxssl import checkpoint, errors, evals, methods, metrics, saved_config, sharding
 from jaxssl import state as state_lib
 from jaxssl.data import tfds as input_pipeline
 from jaxssl.evals import features
@@ -153,6 +154,9 @@ def evaluate(
             json.dump(report, f, indent=2)
         with open(f"{context.out_prefix}.md", "w") as f:
             f.write(markdown_table(report))
+    # The figures also go to TensorBoard, at the checkpoint's step, beside training's scalars.
+    figures = report["details"].get("plots", {}).get("files", {})
+    metrics.write_images(workdir, step, {f"eval/{name}": path for name, path in figures.items()})
     return report
 
 

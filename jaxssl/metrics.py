@@ -1,18 +1,68 @@
-"""Metric writing (``WORKDIR/metrics.jsonl`` and TensorBoard event files, from process 0) and
-the step timing of the training loop."""
+"""Metric writing (``WORKDIR/metrics.jsonl``, TensorBoard event files and, with
+``train.wandb``, Weights & Biases; from process 0) and the step timing of the training loop."""
 
 import json
 import math
 import os
 import time
+import types
+import uuid
+from collections.abc import Mapping
 
 import jax
+import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from jaxssl import errors
+
+TENSORBOARD_DIR = "tensorboard"
+# The wandb run id of a workdir, so that a resumed run logs on into the same wandb run.
+WANDB_ID_FILE = "wandb_run_id"
+
+
+def import_wandb(train_config: ml_collections.ConfigDict) -> types.ModuleType | None:
+    """The ``wandb`` module if ``train.wandb`` is on, else None.
+
+    Raises:
+      errors.UserError: ``train.wandb`` is on and ``wandb`` is not installed (it is an optional
+        extra, never a dependency of jaxssl).
+    """
+    if not train_config.get("wandb", False):
+        return None
+    try:
+        import wandb  # noqa: PLC0415  (optional)
+    except ImportError as e:
+        raise errors.UserError(
+            "--config.train.wandb=true logs to Weights & Biases, which is not installed: "
+            "pip install wandb (or leave train.wandb off)."
+        ) from e
+    return wandb
+
+
+def _start_wandb_run(wandb: types.ModuleType, config: ml_collections.ConfigDict, workdir: str):
+    """``wandb.init`` of the run in ``workdir``: the same wandb run again when it resumes."""
+    id_path = os.path.join(workdir, WANDB_ID_FILE)
+    if os.path.exists(id_path):
+        with open(id_path) as f:
+            run_id = f.read().strip()
+    else:
+        run_id = uuid.uuid4().hex[:12]
+        with open(id_path, "w") as f:
+            f.write(run_id + "\n")
+    return wandb.init(
+        project=config.train.wandb_project,
+        name=os.path.basename(os.path.abspath(workdir)),
+        id=run_id,
+        resume="allow",
+        dir=workdir,
+        config=json.loads(config.to_json_best_effort()),
+    )
+
 
 class MetricWriter:
-    """Appends ``{"step": s, **scalars}`` lines to ``metrics.jsonl`` and TensorBoard summaries.
+    """Appends ``{"step": s, **scalars}`` lines to ``metrics.jsonl`` and TensorBoard summaries,
+    and with ``config.train.wandb`` logs the same scalars to Weights & Biases.
 
     Only process 0 writes; on other processes every call is a no-op.
 
@@ -21,9 +71,20 @@ class MetricWriter:
       resume_step: the step the run (re)starts from. Records of later steps, written by an
         earlier attempt that died before its next checkpoint, are dropped, so that
         ``metrics.jsonl`` reads as one uninterrupted run.
+      config: the run config; ``train.wandb`` (project ``train.wandb_project``) turns on
+        wandb logging, and the config is logged as the wandb run's config.
+
+    Raises:
+      errors.UserError: ``train.wandb`` is on but ``wandb`` is not installed (on every process).
     """
 
-    def __init__(self, workdir: str, resume_step: int = 0):
+    def __init__(
+        self,
+        workdir: str,
+        resume_step: int = 0,
+        config: ml_collections.ConfigDict | None = None,
+    ):
+        wandb = import_wandb(config.train) if config is not None else None
         self._active = jax.process_index() == 0
         if not self._active:
             return
@@ -32,7 +93,8 @@ class MetricWriter:
         if os.path.exists(path):
             _drop_records_after(path, resume_step)
         self._jsonl = open(path, "a")  # noqa: SIM115
-        self._summary = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+        self._summary = tf.summary.create_file_writer(os.path.join(workdir, TENSORBOARD_DIR))
+        self._wandb_run = _start_wandb_run(wandb, config, workdir) if wandb else None
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
         if not self._active:
@@ -49,11 +111,36 @@ class MetricWriter:
             for name, value in scalars.items():
                 tf.summary.scalar(name, value)
         self._summary.flush()
+        if self._wandb_run is not None:
+            self._wandb_run.log(scalars, step=step)
 
     def close(self) -> None:
         if self._active:
             self._jsonl.close()
             self._summary.close()
+            if self._wandb_run is not None:
+                self._wandb_run.finish()
+
+
+def write_images(workdir: str, step: int, images: Mapping[str, str]) -> None:
+    """PNG files as TensorBoard image summaries of ``step``, in ``WORKDIR/tensorboard``.
+
+    The evaluation's figures (`jaxssl.evals.plots`) appear in TensorBoard's Images tab beside
+    the training scalars. Only process 0 writes.
+
+    Args:
+      workdir: the run's directory.
+      step: the step the images belong to (the evaluated checkpoint's).
+      images: ``{tag: PNG path}``, e.g. ``{"eval/curves": ".../eval/4_curves.png"}``.
+    """
+    if jax.process_index() != 0 or not images:
+        return
+    writer = tf.summary.create_file_writer(os.path.join(workdir, TENSORBOARD_DIR))
+    with writer.as_default(step=step):
+        for tag, path in images.items():
+            image = tf.io.decode_png(tf.io.read_file(path))  # [H, W, C], RGB or RGBA uint8
+            tf.summary.image(tag, image[None])
+    writer.close()
 
 
 def _drop_records_after(path: str, step: int) -> None:

@@ -23,7 +23,7 @@ from jaxssl import state as state_lib
 from jaxssl import step as step_lib
 from jaxssl.data import tfds as input_pipeline
 from jaxssl.evals import features
-from jaxssl.metrics import MetricWriter, StepTimer
+from jaxssl.metrics import MetricWriter, StepTimer, import_wandb
 
 # What training evaluates, periodically and at the end (`jaxssl.evals.EVALUATORS`).
 TRAINING_EVALUATORS = ("knn", "rankme")
@@ -61,6 +61,8 @@ def _out_of_memory(config: ml_collections.ConfigDict, devices: int, error: Excep
 class Training:
     """What a run is made of: the model, the state initializer and the compiled step."""
 
+    config: ml_collections.ConfigDict  # the config it was built from
+    mesh: jax.sharding.Mesh  # the mesh the state and the batches are laid out on
     model: nn.Module
     init_fn: Callable[[jax.Array], state_lib.TrainState]
     init_key: jax.Array
@@ -71,6 +73,18 @@ class Training:
         """A freshly initialized state, laid out on the mesh as ``abstract_state`` says."""
         shardings = jax.tree.map(lambda x: x.sharding, self.abstract_state)
         return jax.jit(self.init_fn, out_shardings=shardings)(self.init_key)
+
+
+def check_batch_size(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
+    """Raises if ``train.batch_size`` (or its ``grad_accum_steps`` micro-batches) does not split
+    evenly over the devices and processes of ``mesh``."""
+    batch_size, accum = config.train.batch_size, config.train.grad_accum_steps
+    sharding.check_batch_size(batch_size, mesh)
+    if accum < 1 or batch_size % accum or (batch_size // accum) % mesh.devices.size:
+        raise errors.ConfigError(
+            f"train.grad_accum_steps={accum} must be >= 1 and split the global batch "
+            f"{batch_size} into micro-batches that divide over {mesh.devices.size} devices."
+        )
 
 
 def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Training:
@@ -107,6 +121,8 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Trainin
         donate_argnums=(0,),
     )
     return Training(
+        config=config,
+        mesh=mesh,
         model=model,
         init_fn=init_fn,
         init_key=init_key,
@@ -149,19 +165,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """
     run_start = time.perf_counter()
     guards.FiniteGuard.validate(config.train)
+    import_wandb(config.train)  # train.wandb without wandb installed: fail before writing
     os.makedirs(workdir, exist_ok=True)
     batch_size = config.train.batch_size
 
     # --- Mesh ---
     mesh = sharding.make_mesh(config.mesh)
-    sharding.check_batch_size(batch_size, mesh)
+    check_batch_size(config, mesh)
     sharding.check_batch_size(config.evals.knn.batch_size, mesh)
-    accum = config.train.grad_accum_steps
-    if accum < 1 or batch_size % accum or (batch_size // accum) % mesh.devices.size:
-        raise errors.ConfigError(
-            f"train.grad_accum_steps={accum} must be >= 1 and split the global batch "
-            f"{batch_size} into micro-batches that divide over {mesh.devices.size} devices."
-        )
     logging.info(
         "Mesh %s over %d processes; global batch %d.",
         dict(mesh.shape),
@@ -224,7 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         )
 
         # --- Loop ---
-        writer = MetricWriter(workdir, resume_step=start_step)
+        writer = MetricWriter(workdir, resume_step=start_step, config=config)
         guard = guards.FiniteGuard(config.train, checkpointer)
         preemption = guards.Preemption()
         progress = tqdm.tqdm(

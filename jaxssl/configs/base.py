@@ -153,6 +153,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.train.on_nonfinite = "stop"
     config.train.max_consecutive_nonfinite = 10
     config.train.progress_bar = True
+    # Also log the scalar metrics to Weights & Biases (process 0; the run resumes with the
+    # workdir). wandb is not a dependency of jaxssl: `pip install wandb` to turn this on.
+    config.train.wandb = False
+    config.train.wandb_project = "jaxssl"
 
     # --- Optimizer ---
     config.optim = ml_collections.ConfigDict()

@@ -290,6 +290,35 @@ def _options() -> tf.data.Options:
     return options
 
 
+def crop_train_batch(
+    batch: dict[str, crops.TensorLike],
+    seed: crops.TensorLike,
+    data_config: ml_collections.ConfigDict,
+) -> dict[str, tf.Tensor]:
+    """The train step's input from a batch of images: their views' crops, labels, indices.
+
+    Eager or inside ``tf.data``; the training stream (`make_train_iterator`) and notebook
+    code (`jaxssl.api.make_batch`) cut views with it alike.
+
+    Args:
+      batch: ``{"image": uint8 [b, H, W, 3], "label": [b], "index": [b], "epoch": [b] or
+        scalar}``; ``index`` and ``epoch`` (with ``seed``) key the crops' randomness.
+      seed: the data seed.
+      data_config: the ``config.data`` ConfigDict.
+
+    Returns:
+      ``{"global": uint8 [b, V, S, S, 3], "label", "index": int32 [b]}``, and with
+      ``data.local_views > 0`` (multi-crop) ``"local": uint8 [b, L, s, s, 3]``.
+    """
+    out = {"label": batch["label"], "index": tf.cast(batch["index"], tf.int32)}
+    groups = ("global", "local") if data_config.local_views > 0 else ("global",)
+    for group in groups:  # multi-crop's small views travel as their own array
+        out[group] = crops.crop_views(
+            batch["image"], batch["index"], batch["epoch"], seed, data_config, group
+        )
+    return out
+
+
 def make_train_iterator(
     data_config: ml_collections.ConfigDict,
     *,
@@ -333,13 +362,7 @@ def make_train_iterator(
     batch_size = global_batch_size // process_count
 
     def crop_batch(batch):
-        out = {"label": batch["label"], "index": tf.cast(batch["index"], tf.int32)}
-        groups = ("global", "local") if data_config.local_views > 0 else ("global",)
-        for group in groups:  # multi-crop's small views travel as their own array
-            out[group] = crops.crop_views(
-                batch["image"], batch["index"], batch["epoch"], seed, data_config, group
-            )
-        return out
+        return crop_train_batch(batch, seed, data_config)
 
     if data_config.cache:
         # Every process holds the whole decoded split as three tensors and draws the same
