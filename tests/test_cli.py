@@ -272,3 +272,16 @@ def test_debug_shows_the_traceback_of_a_user_error(tmp_path):
     result = _jaxssl("eval", "--workdir", str(tmp_path), "--verbose")
     assert result.returncode == 2 and "Traceback" in result.stderr
     assert "MissingFileError" in result.stderr
+
+
+def test_missing_dataset_without_download_exits_2_with_what_to_do(tmp_path):
+    result = _jaxssl(
+        "train",
+        f"--config={SMOKE}",
+        f"--workdir={tmp_path / 'w'}",
+        "--config.data.name=cifar10",
+        f"--config.data.data_dir={tmp_path / 'tfds'}",
+        "--config.data.download=never",
+    )
+    _user_error(result, "'cifar10' is not prepared", "--config.data.download=auto")
+    assert not os.path.exists(tmp_path / "w" / "checkpoints")

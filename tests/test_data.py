@@ -222,6 +222,20 @@ def test_download_auto_prepares_a_missing_dataset_in_one_process(tmp_path, downl
     assert "cifar10/3.0.2" in line and str(tmp_path) in line
 
 
+def test_download_retries_few_times_so_an_offline_host_fails_in_seconds(tmp_path, monkeypatch):
+    from tensorflow_datasets.core.download import downloader
+
+    seen = []
+    monkeypatch.setattr(
+        tensorflow_datasets.core.DatasetBuilder,
+        "download_and_prepare",
+        lambda builder, **kwargs: seen.append(downloader.MAX_RETRIES),
+    )
+    before = downloader.MAX_RETRIES
+    tfds.prepare(_data_config(name="cifar10", data_dir=str(tmp_path)), process_count=1)
+    assert seen == [tfds.DOWNLOAD_RETRIES] and downloader.MAX_RETRIES == before
+
+
 def test_download_of_a_prepared_dataset_only_with_always(downloads):
     data_dir = _real_data_dir()
     for mode in ("auto", "never"):
