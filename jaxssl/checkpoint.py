@@ -262,6 +262,18 @@ class Checkpointer:
         self._manager.wait_until_finished()
 
     def close(self) -> None:
+        """Waits for pending saves and Orbax's start-up sweep of temporary directories, closes.
+
+        Orbax's own ``close`` does not wait for that sweep (a private future, awaited only by
+        the next save); a process that stops right after start-up (an error) would otherwise
+        print its thread's traceback at interpreter shutdown.
+        """
+        await_sweep = getattr(self._manager, "_maybe_await_cleanup_tmp_directory", None)
+        if await_sweep is not None:
+            try:
+                await_sweep()
+            except Exception as error:  # noqa: BLE001  (a failed sweep loses nothing)
+                logging.info("Orbax's sweep of temporary checkpoint directories failed: %s", error)
         self._manager.close()
 
 

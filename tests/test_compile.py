@@ -131,11 +131,23 @@ def test_compile_multislice():
 @pytest.mark.tpu
 @needs_libtpu
 def test_oversized_batch_fails_with_what_to_change():
-    config = simclr_imagenet.get_config("smoke")
-    config.data.image_size = 224
-    config.model.width = 64
-    config.train.batch_size = 16384
-    report = aot.compile_run(config, "v5e:2x2", evaluation=False)
+    overrides = ["data.image_size=224", "model.width=64", "train.batch_size=16384"]
+    result = subprocess.run(
+        [sys.executable, "-m", "jaxssl.cli", "compile", "--topology", "v5e:2x2"]
+        + ["--config", os.path.join(REPO, "jaxssl/configs/simclr_imagenet.py:smoke")]
+        + ["--nocompile_eval", *(f"--config.{o}" for o in overrides)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "JAXSSL_MALLOC_TUNING": "0"},
+        timeout=600,
+    )
+    # A user error: the report, then one message and exit status 2, no traceback.
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
     assert not report["fits"] and report["hbm_bytes_needed"] > report["hbm_capacity_bytes"]
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: ") and error[len("error: ") :] == report["error"]
     for words in ("v5e chip memory exceeded", "GiB per device", "batch_size", "mesh.fsdp"):
         assert words in report["error"]
