@@ -7,7 +7,7 @@ import sys
 
 # XLA:CPU (jaxlib 0.10) hands each convolution to YNNPACK as an "individual convolution"
 # fusion by default; on 2-core x86 hosts that path is 1.7-2.7x slower for ResNet training
-# steps than XLA's own convolution emitter (tools/benchmark.py, README "Benchmarks").
+# steps than XLA's own convolution emitter (tools/benchmark.py, docs/benchmarks.md).
 # Removing it from the fusion set keeps YNNPACK for everything else. The flag only concerns
 # the CPU backend; TPU and GPU compilers ignore it.
 CPU_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",)
@@ -28,7 +28,7 @@ def configure_xla_cpu() -> None:
 # to the kernel on free and trims the heap top, so each train step of XLA:CPU (activations of
 # hundreds of MiB, allocated afresh every step) page-faults and zero-fills its working set
 # again. These tunables made a ViT-Tiny/4 step 1.88x faster, a full-width ResNet-18 step
-# 1.13x and the VICReg `cpu` preset's 1.24x on a 2-core host (README, "Benchmarks"). They
+# 1.13x and the VICReg `cpu` preset's 1.24x on a 2-core host (docs/benchmarks.md). They
 # keep freed memory in the process (threshold at its 32 MiB ceiling, no trimming) and back
 # larger blocks with transparent huge pages; the process keeps its peak footprint instead of
 # returning it between steps. glibc reads them only at start-up; other C libraries ignore

@@ -246,7 +246,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         )
         views_per_step = batch_size * (config.data.num_views + config.data.local_views)
         timer = StepTimer(views_per_step=views_per_step)
-        estimated = False  # the remaining time is said once, when throughput is known
+        # The remaining time is said once, at the second throughput reading after the length is
+        # fixed: the first one still holds the warm-up steps after compiling.
+        readings = 0
         last_metrics = {}
         step = start_step  # steps done
         try:
@@ -276,9 +278,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     writer.write(step, last_metrics)
                     img_per_s = last_metrics.get("perf/img_per_s")
                     fitting = budget.calibrate_at is not None and budget.fitted is None
-                    if img_per_s and not estimated and not fitting and not is_last:
+                    readings += bool(img_per_s) and not fitting
+                    if readings == 2 and img_per_s and not fitting and not is_last:
                         console.say(console.estimate(step, num_steps, img_per_s, views_per_step))
-                        estimated = True
                     progress.set_postfix(
                         loss=f"{last_metrics['train/loss']:.3f}",
                         img_s=f"{last_metrics.get('perf/img_per_s', float('nan')):.0f}",

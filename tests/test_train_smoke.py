@@ -1,5 +1,7 @@
 """End to end: the smoke preset trains, checkpoints, resumes and evaluates."""
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -21,11 +23,29 @@ def _snapshot(directory):
     }
 
 
+PRINTED = []  # what the smoke run printed to stdout
+
+
 @pytest.fixture(scope="module")
 def trained_workdir(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("smoke"))
-    results = trainer.train_and_evaluate(helpers.smoke_run_config(), workdir)
+    with contextlib.redirect_stdout(io.StringIO()) as stdout:
+        results = trainer.train_and_evaluate(helpers.smoke_run_config(), workdir)
+    PRINTED.append(stdout.getvalue())
     return workdir, results
+
+
+def test_run_prints_its_header_and_a_results_table(trained_workdir):
+    workdir, results = trained_workdir
+    [printed] = PRINTED
+    assert printed.startswith("jaxssl: simclr, resnet18 (")
+    assert "  devices  8 x cpu over 1 process(es)" in printed
+    assert "  data     fake: train 512; evaluation train 512, test 256" in printed
+    assert "  length   steps 0 -> 4 " in printed
+    for k in (10, 20, 100, 200):
+        assert f"| kNN top-1, k={k} " in printed and f"{results[f'knn/top1_k{k}']:.4f}" in printed
+    assert "| RankMe (backbone)" in printed and "| wall time" in printed
+    assert f"jaxssl eval --workdir {workdir}" in printed
 
 
 def test_smoke_trains_and_logs(trained_workdir):

@@ -1,4 +1,5 @@
-"""Every method's ``cpu`` preset on real data, one run each, and the README's results table.
+"""Every method's ``cpu`` preset on real data, one run each, and the per-method results table
+(docs/benchmarks.md).
 
     python tools/method_zoo.py --root /tmp/zoo                      # all methods, in order
     python tools/method_zoo.py --root /tmp/zoo --methods byol,vicreg

@@ -102,7 +102,7 @@ def get_base_config() -> ml_collections.ConfigDict:
             std=(0.2470, 0.2435, 0.2616),
             fake_train_examples=512,
             fake_test_examples=256,
-            # name="folder": image files under folder_root instead of TFDS (README, "Image
+            # name="folder": image files under folder_root instead of TFDS (docs/training.md, "Image
             # folders"); each is center-cropped and resized to folder_image_size at load.
             folder_root=ml_collections.FieldReference(None, field_type=str),
             # None: max(image_size, eval_image_size).

@@ -14,7 +14,7 @@ Presets (``--config jaxssl/configs/simclr_vit_cifar10.py:NAME``):
     python -m jaxssl.train --config jaxssl/configs/simclr_vit_cifar10.py --workdir /tmp/simclr_vit
 
   Sharded over hosts: add ``--config.mesh.fsdp=N`` to split parameters and optimizer state
-  over groups of N devices (README, "TPU and GPU").
+  over groups of N devices (docs/scaling.md, "FSDP").
 
 * ``cpu``: a 2-core CPU in about 30 minutes: ViT-Tiny/4 on 16 px training crops (16 patch
   tokens, ~5x cheaper than 32 px), evaluated on full 32 px images through bicubically
