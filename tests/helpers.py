@@ -1,6 +1,7 @@
 """Shared set-ups of the tests that train: smoke runs in this process or in subprocesses, and
 reading back what a run wrote (metrics, checkpoints)."""
 
+import importlib
 import json
 import os
 import subprocess
@@ -14,7 +15,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxssl import checkpoint, platform, sharding, trainer
+from jaxssl import checkpoint, methods, platform, sharding, trainer
 from jaxssl.configs import simclr_cifar10
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -148,6 +149,57 @@ def wait_for_step(
     for process in processes:
         process.kill()
     pytest.fail(f"training did not reach step {step} within {timeout} s")
+
+
+def method_smoke_config(method_name: str) -> ml_collections.ConfigDict:
+    """``jaxssl/configs/<method>_cifar10.py:smoke`` (every method has one)."""
+    return importlib.import_module(f"jaxssl.configs.{method_name}_cifar10").get_config("smoke")
+
+
+def random_views_batch(config: ml_collections.ConfigDict, seed: int = 0) -> dict:
+    """A batch of two random 32 px float views per example, labels and indices."""
+    rng = np.random.default_rng(seed)
+    b = config.train.batch_size
+    return {
+        "global": rng.normal(size=(b, 2, 32, 32, 3)).astype(np.float32),
+        "label": rng.integers(0, 10, size=(b,)).astype(np.int32),
+        "index": np.arange(b, dtype=np.int32),
+    }
+
+
+def method_loss_and_grads(method_name: str, num_devices: int = 1):
+    """A method's smoke model, SGD without warm-up, on ``num_devices``: its fresh state, the
+    SSL loss and gradients of the first random batch, and the jitted train step.
+
+    Returns:
+      ``(config, mesh, state, loss, grads, train_step)``; loss and grads on the host.
+    """
+    config = method_smoke_config(method_name)
+    config.optim.name = "sgd"  # LARS+warmup starts at lr 0; SGD moves params on step 1
+    config.optim.warmup_epochs = 0.0
+    config.mesh.data = num_devices
+    mesh = sharding.make_mesh(config.mesh)
+    run = trainer.build(config, mesh)
+    state = jax.jit(run.init_fn, out_shardings=sharding.replicated(mesh))(run.init_key)
+    method = methods.get_method(config.method.name)
+    batch = sharding.to_global(random_views_batch(config), mesh)
+    assert len(batch["global"].sharding.device_set) == num_devices
+
+    def ssl_loss(params, batch_stats, batch):
+        variables = {"params": params, "batch_stats": batch_stats}
+        loss, _ = method.loss_fn(
+            run.model,
+            variables,
+            batch,
+            state.method_state,
+            config.method,
+            jax.random.key(0),
+            state.step,
+        )
+        return loss
+
+    loss, grads = jax.jit(jax.value_and_grad(ssl_loss))(state.params, state.batch_stats, batch)
+    return config, mesh, state, jax.device_get(loss), jax.device_get(grads), run.train_step
 
 
 def run_jaxssl(*args: str, devices: int = 1, timeout: float = 300) -> subprocess.CompletedProcess:

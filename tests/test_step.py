@@ -1,7 +1,5 @@
 """The train step: the same result on 1 and 8 devices; the crops coloured keyed by step."""
 
-import importlib
-
 import chex
 import flax.linen
 import jax
@@ -10,60 +8,23 @@ import numpy as np
 import optax
 import pytest
 
-from jaxssl import methods, sharding, trainer
+from jaxssl import methods, sharding
 from jaxssl import state as state_lib
 from jaxssl import step as step_lib
 from jaxssl.data import color, fake
-
-
-def _smoke_config(method_name):
-    """Every method has ``jaxssl/configs/<method>_cifar10.py`` with a ``smoke`` preset."""
-    return importlib.import_module(f"jaxssl.configs.{method_name}_cifar10").get_config("smoke")
-
-
-def _setup(num_devices, method_name="simclr"):
-    config = _smoke_config(method_name)
-    config.optim.name = "sgd"  # LARS+warmup starts at lr 0; SGD moves params on step 1
-    config.optim.warmup_epochs = 0.0
-    config.mesh.data = num_devices
-    mesh = sharding.make_mesh(config.mesh)
-    run = trainer.build(config, mesh)
-    state = jax.jit(run.init_fn, out_shardings=sharding.replicated(mesh))(run.init_key)
-    method = methods.get_method(config.method.name)
-    return config, mesh, run.model, method, state, run.train_step
-
-
-def _batch(config, seed=0):
-    rng = np.random.default_rng(seed)
-    b = config.train.batch_size
-    return {
-        "global": rng.normal(size=(b, 2, 32, 32, 3)).astype(np.float32),
-        "label": rng.integers(0, 10, size=(b,)).astype(np.int32),
-        "index": np.arange(b, dtype=np.int32),
-    }
+from tests import helpers
 
 
 def _run(num_devices, method_name):
-    config, mesh, model, method, state, train_step = _setup(num_devices, method_name)
-    host_batch = _batch(config)
-    batch = sharding.to_global(host_batch, mesh)
-    assert len(batch["global"].sharding.device_set) == num_devices
-
-    def ssl_loss(params, batch_stats, batch):
-        variables = {"params": params, "batch_stats": batch_stats}
-        rng = jax.random.key(0)
-        loss, _ = method.loss_fn(
-            model, variables, batch, state.method_state, config.method, rng, state.step
-        )
-        return loss
-
-    grads = jax.jit(jax.grad(ssl_loss))(state.params, state.batch_stats, batch)
+    config, mesh, state, _, grads, train_step = helpers.method_loss_and_grads(
+        method_name, num_devices
+    )
     history = []
     for seed in range(2):
-        batch = sharding.to_global(_batch(config, seed), mesh)
+        batch = sharding.to_global(helpers.random_views_batch(config, seed), mesh)
         state, metrics = train_step(state, batch)
         history.append(jax.device_get(metrics))
-    return jax.device_get(state), history, jax.device_get(grads), train_step
+    return jax.device_get(state), history, grads, train_step
 
 
 # The default lane covers one method of each kind of state: none (SimCLR), an EMA teacher
@@ -111,7 +72,7 @@ def test_one_and_eight_devices_agree(method_name):
     assert param_diff / param_norm <= 1e-5, param_diff / param_norm
     assert step8._cache_size() == 1  # the second step reused the first compilation
     # The step moved the parameters (the comparison above is not vacuous).
-    _, _, _, _, fresh, _ = _setup(1, method_name)
+    _, _, fresh, _, _, _ = helpers.method_loss_and_grads(method_name, 1)
     diff = jax.tree.map(
         lambda a, b: float(np.abs(a - b).max()), jax.device_get(fresh.params), state1.params
     )
@@ -142,7 +103,7 @@ def test_im2col_matches_native(dtype):
 def test_the_step_colours_the_crops_keyed_by_step():
     # The real step function around a stand-in method whose loss hands the views it got back
     # as a metric, on the batch split over 8 devices as the trainer jits it.
-    config = _smoke_config("simclr")
+    config = helpers.method_smoke_config("simclr")
     config.data.blur_prob = 0.5
 
     def loss_fn(model, variables, batch, method_state, method_config, rng, step):
