@@ -59,6 +59,22 @@ PRINT_CONFIG = flags.DEFINE_bool(
     "Print the resolved config (presets, overrides and derived values such as steps from "
     "epochs applied) and exit.",
 )
+SWEEP = flags.DEFINE_multi_string(
+    "sweep",
+    None,
+    "train: FIELD=V1,V2,... (repeatable): train the product of the lists as replicas of one "
+    "compiled program; FIELD is seed or a float of optim, method, model or evals.probe.",
+)
+SWEEP_DATA = flags.DEFINE_enum(
+    "sweep_data",
+    "shared",
+    ["shared", "independent"],
+    "train: 'shared': every replica sees the same crops in the same order; 'independent': "
+    "each its own data order, from its seed.",
+)
+REPLICA = flags.DEFINE_integer(
+    "replica", None, "eval, export: one replica of a sweep; eval default: every replica."
+)
 VERBOSE = flags.DEFINE_bool(
     "verbose", False, "Log at INFO and show the traceback of an error (or JAXSSL_DEBUG=1)."
 )
@@ -76,14 +92,18 @@ _ONLY_FOR = {
     "print_config": ("train", "eval", "compile"),
     "workdir": ("train", "eval", "export"),
     "step": ("eval", "export"),
+    "replica": ("eval", "export"),
+    "sweep": ("train",),
+    "sweep_data": ("train",),
     "out": ("export",),
     "topology": ("compile",),
     "num_slices": ("compile",),
 }
 USAGE = """usage:
   jaxssl train --config jaxssl/configs/X.py[:preset] --workdir DIR [--config.a.b=v ...]
-  jaxssl eval --workdir DIR [--step N] [--config.a.b=v ...]
-  jaxssl export --workdir DIR --out FILE.msgpack [--step N]
+               [--sweep FIELD=V1,V2,... ...]
+  jaxssl eval --workdir DIR [--step N] [--replica R] [--config.a.b=v ...]
+  jaxssl export --workdir DIR --out FILE.msgpack [--step N] [--replica R]
   jaxssl compile --config jaxssl/configs/X.py[:preset] --topology v5e:16x16 [--num_slices N]
 
 Each command lists its flags with --help, e.g. jaxssl train --help."""
@@ -107,17 +127,17 @@ _HELP = {
         "Pre-train a backbone with a self-supervised method, evaluate it as it goes (kNN, "
         "RankMe, an online linear probe) and at the end. Rerunning the same command resumes "
         "from the newest checkpoint in --workdir.",
-        ("config", "workdir", "print_config", "verbose", *_MULTI_HOST),
+        ("config", "workdir", "sweep", "sweep_data", "print_config", "verbose", *_MULTI_HOST),
         (
             "jaxssl train --config jaxssl/configs/vicreg_cifar10.py:cpu --workdir runs/vicreg",
-            "jaxssl train --config jaxssl/configs/simclr_cifar10.py:smoke --workdir runs/smoke "
-            "--config.train.batch_size=64",
+            "jaxssl train --config jaxssl/configs/simclr_cifar10.py:smoke --workdir runs/sweep "
+            "--sweep optim.base_lr=0.3,1.0 --sweep seed=0,1",
         ),
     ),
     "eval": (
         "Evaluate a run's checkpoint with kNN, a linear probe and RankMe; print a table and "
         "write WORKDIR/eval/STEP.* (JSON, PNGs). The config defaults to the run's own.",
-        ("workdir", "step", "config", "print_config", "verbose", *_MULTI_HOST),
+        ("workdir", "step", "replica", "config", "print_config", "verbose", *_MULTI_HOST),
         (
             "jaxssl eval --workdir runs/vicreg",
             "jaxssl eval --workdir runs/vicreg --step 1000 --config.evals.knn.k=20",
@@ -126,7 +146,7 @@ _HELP = {
     "export": (
         "Write a checkpoint's backbone (parameters and batch statistics) to one .msgpack file, "
         "with the config it needs to be rebuilt.",
-        ("workdir", "out", "step", "verbose"),
+        ("workdir", "out", "step", "replica", "verbose"),
         (
             "jaxssl export --workdir runs/vicreg --out vicreg_backbone.msgpack",
             "jaxssl export --workdir runs/vicreg --out vicreg_1000.msgpack --step 1000",
@@ -150,6 +170,9 @@ _FLAG_ARGS = {
     "workdir": "DIR",
     "out": "FILE.msgpack",
     "step": "N",
+    "replica": "R",
+    "sweep": "FIELD=V1,V2,...",
+    "sweep_data": "shared|independent",
     "topology": "CHIP:AxB[xC]",
     "num_slices": "N",
     "coordinator_address": "HOST:PORT",
@@ -325,10 +348,14 @@ def initialize_distributed() -> None:
 
 
 def _train() -> None:
-    from jaxssl import trainer  # noqa: PLC0415
+    from jaxssl import (
+        sweep,  # noqa: PLC0415
+        trainer,  # noqa: PLC0415
+    )
 
     logging.info("Config:\n%s", CONFIG.value)
-    trainer.train_and_evaluate(CONFIG.value, WORKDIR.value)
+    replicas = sweep.parse(SWEEP.value, CONFIG.value, SWEEP_DATA.value) if SWEEP.value else None
+    trainer.train_and_evaluate(CONFIG.value, WORKDIR.value, replicas)
 
 
 def _evaluate() -> None:
@@ -336,16 +363,19 @@ def _evaluate() -> None:
 
     from jaxssl import evaluate  # noqa: PLC0415
 
-    report = evaluate.evaluate(CONFIG.value, WORKDIR.value, STEP.value)
-    if jax.process_index() == 0:
-        print(evaluate.markdown_table(report))
-        print(f"Wrote {os.path.join(WORKDIR.value, evaluate.EVAL_DIR)}/{report['step']}.*")
+    for report in evaluate.evaluate_replicas(
+        CONFIG.value, WORKDIR.value, STEP.value, REPLICA.value
+    ):
+        if jax.process_index() == 0:
+            print(evaluate.markdown_table(report))
+            prefix = report.get("out_prefix", report["step"])
+            print(f"Wrote {os.path.join(WORKDIR.value, evaluate.EVAL_DIR)}/{prefix}.*")
 
 
 def _export() -> None:
     from jaxssl import export  # noqa: PLC0415
 
-    path = export.export(WORKDIR.value, OUT.value, STEP.value)
+    path = export.export(WORKDIR.value, OUT.value, STEP.value, REPLICA.value)
     print(f"Wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB).")
 
 

@@ -7,6 +7,7 @@ import math
 
 import jax
 import ml_collections
+import numpy as np
 from absl import logging
 
 
@@ -24,6 +25,7 @@ def header(
     eval_sizes: dict[str, int],
     start_step: int,
     num_steps: int,
+    sweep=None,
 ) -> str:
     """The run in a few lines: method, model, devices, data, batch and length.
 
@@ -34,6 +36,7 @@ def header(
       eval_sizes: examples in each evaluation split.
       start_step: steps already done (a resumed run).
       num_steps: the run's length.
+      sweep: a `jaxssl.sweep.Sweep` trained in one program (listed with its replicas).
 
     Returns:
       The text.
@@ -50,6 +53,12 @@ def header(
     if budget and start_step == 0:
         length += f"; fitted to {budget:g} minutes after the first steps"
     splits = ", ".join(f"{split} {n}" for split, n in eval_sizes.items())
+    lines = []
+    if sweep is not None:
+        lines += [
+            f"  sweep    {sweep.size} replicas in one program ({sweep.data} data): "
+            + ", ".join(sweep.fields)
+        ]
     return "\n".join(
         [
             f"jaxssl: {config.method.name}, {config.model.backbone} "
@@ -59,6 +68,7 @@ def header(
             f"  data     {data.name}: train {data.num_train_examples}; evaluation {splits}",
             f"  batch    {train.batch_size} images x {views}",
             f"  length   {length}",
+            *lines,
         ]
     )
 
@@ -100,6 +110,49 @@ def results_table(results: dict, wall_seconds: float, workdir: str) -> str:
         "",
         f"Outputs in {workdir}: checkpoints/, metrics.jsonl, TensorBoard events, config.json.",
         f"Evaluate again: jaxssl eval --workdir {workdir}",
+    ]
+    return "\n".join(lines)
+
+
+def sweep_table(sweep, results: dict, wall_seconds: float, workdir: str) -> str:
+    """A sweep's replicas ranked by kNN top-1: swept values, kNN, RankMe, probe, skipped steps.
+
+    Args:
+      sweep: the `jaxssl.sweep.Sweep`.
+      results: the final metrics, ``[R]`` arrays (or scalars shared by all replicas).
+      wall_seconds: the run's wall time in this process.
+      workdir: the run's directory.
+
+    Returns:
+      The text.
+    """
+
+    def column(key):
+        value = results.get(key)
+        if value is None:
+            return [float("nan")] * sweep.size
+        return [float(v) for v in np.broadcast_to(np.asarray(value, np.float64), (sweep.size,))]
+
+    knn, probe = column("knn/top1"), column("probe/top1")
+    rankme_key = next((k for k in sorted(results) if k.startswith("rankme/")), None)
+    rankme = column(rankme_key) if rankme_key else [float("nan")] * sweep.size
+    skipped = column("train/nonfinite_steps")
+    order = sorted(range(sweep.size), key=lambda r: -knn[r] if math.isfinite(knn[r]) else math.inf)
+    head = ["rank", "replica", *sweep.fields, "kNN top-1", "RankMe", "probe top-1", "skipped"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for rank, r in enumerate(order, 1):
+        values = [f"{v:g}" for v in sweep.values[r]]
+        cells = [str(rank), str(r), *values, f"{knn[r]:.4f}", f"{rankme[r]:.1f}"]
+        cells += [f"{probe[r]:.4f}", f"{skipped[r]:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    img_per_s = results.get("perf/img_per_s")
+    throughput = f", {float(img_per_s):.0f} img/s over all replicas" if img_per_s else ""
+    lines += [
+        "",
+        f"Wall time {_duration(wall_seconds)}{throughput}; RankMe: {rankme_key or 'not run'}.",
+        f"Outputs in {workdir}: checkpoints/ (all replicas), metrics.jsonl (rows carry "
+        "`replica`), tensorboard/replica_<r>, sweep.json.",
+        f"Evaluate: jaxssl eval --workdir {workdir} [--replica R]",
     ]
     return "\n".join(lines)
 

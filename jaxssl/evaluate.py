@@ -26,6 +26,7 @@ import optax
 
 from jaxssl import checkpoint, errors, evals, methods, metrics, saved_config, sharding
 from jaxssl import state as state_lib
+from jaxssl import sweep as sweep_lib
 from jaxssl.data import tfds as input_pipeline
 from jaxssl.evals import features
 
@@ -33,7 +34,11 @@ EVAL_DIR = "eval"
 
 
 def restore_state(
-    config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh, step: int | None
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    mesh: jax.sharding.Mesh,
+    step: int | None,
+    replica: int | None = None,
 ) -> tuple[nn.Module, dict, int]:
     """Restores a run's parameters and BatchNorm statistics onto ``mesh`` (laid out as training
     on ``mesh`` would), whatever mesh it was saved from.
@@ -46,13 +51,24 @@ def restore_state(
       workdir: the run's directory.
       mesh: the mesh to restore onto, e.g. over ``jax.devices()[:1]``.
       step: the step to restore; default the latest.
+      replica: the replica to restore, for a workdir that holds a sweep (`jaxssl.sweep`).
 
     Returns:
       ``(model, variables, step)``: ``variables = {"params": ..., "batch_stats": ...}``.
 
     Raises:
       FileNotFoundError: the workdir has no checkpoint.
+      errors.ConfigError: ``replica`` is missing for a sweep, out of range, or given for a
+        single run.
     """
+    sweep = sweep_lib.read(workdir)
+    if sweep is None and replica is not None:
+        raise errors.ConfigError(f"--replica: {workdir} holds a single run, not a sweep.")
+    if sweep is not None and (replica is None or not 0 <= replica < sweep.size):
+        raise errors.ConfigError(
+            f"{workdir} holds a sweep of {sweep.size} replicas: pass --replica R with "
+            f"0 <= R < {sweep.size} (got {replica})."
+        )
     directory = os.path.join(workdir, "checkpoints")
     missing = f"No checkpoint in {directory}: train first (`jaxssl train --workdir {workdir}`)."
     if not os.path.isdir(directory):
@@ -71,6 +87,10 @@ def restore_state(
         (config.data.image_size, config.data.image_size, 3),
     )
     abstract = jax.eval_shape(init_fn, jax.random.key(config.seed))
+    if sweep is not None:  # the stacked state of every replica, [R, ...]
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct((sweep.size, *x.shape), x.dtype), abstract
+        )
     state_sharding = sharding.state_shardings(
         abstract, mesh, config.mesh.get("fsdp_min_size", 2**14)
     )
@@ -83,18 +103,44 @@ def restore_state(
         variables = checkpointer.restore_variables(abstract, step)
     finally:
         checkpointer.close()
+    if sweep is not None:
+        variables = jax.tree.map(lambda x: x[replica], variables)
     return model, variables, int(step)
 
 
+def evaluate_replicas(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    step: int | None = None,
+    replica: int | None = None,
+):
+    """`evaluate` of a single run, or of a sweep's ``replica`` (default every replica in turn).
+
+    Yields:
+      Each evaluated run's report.
+    """
+    sweep = sweep_lib.read(workdir)
+    if sweep is None or replica is not None:
+        yield evaluate(config, workdir, step, replica)
+        return
+    for r in range(sweep.size):
+        yield evaluate(sweep.replica_config(config, r), workdir, step, r)
+
+
 def evaluate(
-    config: ml_collections.ConfigDict, workdir: str, step: int | None = None
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    step: int | None = None,
+    replica: int | None = None,
 ) -> dict[str, Any]:
-    """Runs ``config.evals.run`` on ``workdir``'s checkpoint and writes ``W/eval/<step>.*``.
+    """Runs ``config.evals.run`` on ``workdir``'s checkpoint and writes ``W/eval/<step>.*``
+    (``W/eval/<step>_replica<r>.*`` for a sweep's replica).
 
     Args:
       config: the run's config (`jaxssl.saved_config.load`), with any evaluation overrides.
       workdir: the training run's directory.
       step: the checkpoint step; default the latest.
+      replica: the replica of a sweep to evaluate (required for a sweep).
 
     Returns:
       The report: ``{"step", "metrics", "protocols", "seconds", "details", "files"}`` (also
@@ -112,15 +158,16 @@ def evaluate(
     # The probe head's shape is the training dataset's class count, whatever is evaluated now.
     state_config = config.copy_and_resolve_references()
     state_config.data.num_classes = saved_config.load(workdir).data.num_classes
-    model, variables, step = restore_state(state_config, workdir, mesh, step)
+    model, variables, step = restore_state(state_config, workdir, mesh, step, replica)
     seconds["restore"] = time.perf_counter() - start
 
     # --- Features, extracted once ---
     input_pipeline.prepare(config.data, process_count=jax.process_count())  # data.download
     start = time.perf_counter()
     out_dir = os.path.join(workdir, EVAL_DIR)
+    name = str(step) if replica is None else f"{step}_replica{replica}"
     context = features.Extractor(config, model, mesh).extract(
-        variables, workdir=workdir, step=step, out_prefix=os.path.join(out_dir, str(step))
+        variables, workdir=workdir, step=step, out_prefix=os.path.join(out_dir, name)
     )
     # Dispatch is asynchronous: time the extraction itself here.
     jax.block_until_ready((context.train, context.test))
@@ -134,6 +181,7 @@ def evaluate(
     # --- Report ---
     report = {
         "step": step,
+        "out_prefix": name,
         "workdir": os.path.abspath(workdir),
         "data": {
             "name": config.data.name,
@@ -149,6 +197,9 @@ def evaluate(
         "details": {name: r.details for name, r in context.results.items()},
         "devices": jax.device_count(),
     }
+    if replica is not None:
+        report["replica"] = replica
+        report["sweep"] = sweep_lib.read(workdir).assignment(replica)
     if jax.process_index() == 0:
         with open(f"{context.out_prefix}.json", "w") as f:
             json.dump(report, f, indent=2)
@@ -156,7 +207,8 @@ def evaluate(
             f.write(markdown_table(report))
     # The figures also go to TensorBoard, at the checkpoint's step, beside training's scalars.
     figures = report["details"].get("plots", {}).get("files", {})
-    metrics.write_images(workdir, step, {f"eval/{name}": path for name, path in figures.items()})
+    tag = "eval" if replica is None else f"eval/replica_{replica}"
+    metrics.write_images(workdir, step, {f"{tag}/{name}": path for name, path in figures.items()})
     return report
 
 
@@ -164,7 +216,8 @@ def markdown_table(report: dict[str, Any]) -> str:
     """The report as Markdown: a table of metrics per evaluator, protocols and wall times."""
     data = report["data"]
     lines = [
-        f"## jaxssl eval: step {report['step']}",
+        f"## jaxssl eval: step {report['step']}"
+        + (f", replica {report['replica']} ({report['sweep']})" if "replica" in report else ""),
         "",
         f"`{report['workdir']}`; {data['name']} {data['train_split']} ({data['num_train']}) -> "
         f"{data['test_split']} ({data['num_test']}) at {data['image_size']} px; "

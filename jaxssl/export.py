@@ -1,6 +1,6 @@
 """Portable backbone export: one msgpack file with the backbone's variables and its config.
 
-    jaxssl export --workdir W --out backbone.msgpack [--step N]
+    jaxssl export --workdir W --out backbone.msgpack [--step N] [--replica R]
 
     from jaxssl import export
     from jaxssl.data import color
@@ -23,24 +23,29 @@ import ml_collections
 import numpy as np
 
 from jaxssl import errors, evaluate, methods, saved_config, sharding
+from jaxssl import sweep as sweep_lib
 
 FORMAT = "jaxssl-backbone-v1"
 
 
-def export(workdir: str, out_path: str, step: int | None = None) -> str:
+def export(workdir: str, out_path: str, step: int | None = None, replica: int | None = None) -> str:
     """Writes the backbone of ``workdir``'s latest (or ``step``'s) checkpoint to ``out_path``.
 
     Args:
       workdir: a training run's directory (``config.json`` + ``checkpoints/``).
       out_path: the msgpack file to write.
       step: the checkpoint step; default the latest.
+      replica: the replica to export, for a workdir that holds a sweep (required there).
 
     Returns:
       ``out_path``.
     """
     config = saved_config.load(workdir)
+    sweep = sweep_lib.read(workdir)
+    if sweep is not None and replica is not None and 0 <= replica < sweep.size:
+        config = sweep.replica_config(config, replica)  # its values, in the exported config
     mesh = sharding.make_mesh(ml_collections.ConfigDict({"data": 1}))
-    _, variables, step = evaluate.restore_state(config, workdir, mesh, step)
+    _, variables, step = evaluate.restore_state(config, workdir, mesh, step, replica)
     variables = {
         "params": variables["params"]["backbone"],
         "batch_stats": variables["batch_stats"]["backbone"],

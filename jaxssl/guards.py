@@ -98,7 +98,9 @@ class FiniteGuard:
         steps = [step for step, _ in self._unchecked]
         self._unchecked = []
         for step, flag in zip(steps, flags, strict=True):
-            if not flag:
+            # A sweep's flag is [R]: one replica's non-finite step is its own (its update is
+            # dropped, its count kept in state.nonfinite_steps); the policy acts when all fail.
+            if not np.all(flag):
                 self._consecutive = 0
                 continue
             self._consecutive += 1

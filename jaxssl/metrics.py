@@ -83,9 +83,11 @@ class MetricWriter:
         workdir: str,
         resume_step: int = 0,
         config: ml_collections.ConfigDict | None = None,
+        sweep=None,
     ):
         wandb = import_wandb(config.train) if config is not None else None
         self._active = jax.process_index() == 0
+        self._sweep = sweep
         if not self._active:
             return
         os.makedirs(workdir, exist_ok=True)
@@ -93,31 +95,56 @@ class MetricWriter:
         if os.path.exists(path):
             _drop_records_after(path, resume_step)
         self._jsonl = open(path, "a")  # noqa: SIM115
-        self._summary = tf.summary.create_file_writer(os.path.join(workdir, TENSORBOARD_DIR))
+        tensorboard = os.path.join(workdir, TENSORBOARD_DIR)
+        if sweep is None:
+            self._summaries = [tf.summary.create_file_writer(tensorboard)]
+        else:  # one TensorBoard run per replica: tensorboard/replica_<r>
+            self._summaries = [
+                tf.summary.create_file_writer(os.path.join(tensorboard, f"replica_{r}"))
+                for r in range(sweep.size)
+            ]
         self._wandb_run = _start_wandb_run(wandb, config, workdir) if wandb else None
 
-    def write(self, step: int, scalars: dict[str, float]) -> None:
+    def write(self, step: int, scalars: Mapping[str, float | np.ndarray]) -> None:
+        """Writes one record (a sweep: one per replica, from ``[R]`` values; scalars repeat).
+
+        A sweep's records carry ``"replica"`` and the replica's swept values (``"sweep/<field>"``).
+        """
         if not self._active:
             return
-        scalars = {k: float(v) for k, v in scalars.items()}
+        if self._sweep is None:
+            self._write(step, {k: float(v) for k, v in scalars.items()}, self._summaries[0], {})
+            return
+        for replica in range(self._sweep.size):
+            values = {
+                k: float(np.asarray(v)[replica] if np.ndim(v) else v) for k, v in scalars.items()
+            }
+            tags = {"replica": replica}
+            tags |= {f"sweep/{k}": v for k, v in self._sweep.assignment(replica).items()}
+            self._write(step, values, self._summaries[replica], tags)
+
+    def _write(self, step: int, scalars: dict[str, float], summary, tags: dict) -> None:
         # JSON has no NaN: write null so the file stays parseable by strict readers.
         record = {
             "step": step,
+            **tags,
             **{k: (v if math.isfinite(v) else None) for k, v in scalars.items()},
         }
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
-        with self._summary.as_default(step=step):
+        with summary.as_default(step=step):
             for name, value in scalars.items():
                 tf.summary.scalar(name, value)
-        self._summary.flush()
+        summary.flush()
         if self._wandb_run is not None:
-            self._wandb_run.log(scalars, step=step)
+            prefix = f"replica_{tags['replica']}/" if tags else ""
+            self._wandb_run.log({prefix + k: v for k, v in scalars.items()}, step=step)
 
     def close(self) -> None:
         if self._active:
             self._jsonl.close()
-            self._summary.close()
+            for summary in self._summaries:
+                summary.close()
             if self._wandb_run is not None:
                 self._wandb_run.finish()
 
@@ -221,8 +248,12 @@ class StepTimer:
         return means, perf, steps
 
 
-def _finite_mean(values: list) -> float:
-    """Mean over the finite values; NaN if there are none."""
-    values = np.asarray(values, np.float64)
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if finite.size else float("nan")
+def _finite_mean(values: list) -> float | np.ndarray:
+    """Mean over the finite values (of each replica, for a sweep's ``[R]`` values); NaN where
+    there are none."""
+    values = np.asarray(values, np.float64)  # [T] or [T, R]
+    finite = np.isfinite(values)
+    count = finite.sum(axis=0)
+    with np.errstate(invalid="ignore"):
+        means = np.where(finite, values, 0.0).sum(axis=0) / count
+    return float(means) if means.ndim == 0 else means

@@ -1,6 +1,7 @@
 """Optimizers: LARS / SGD / AdamW with warmup-cosine schedules and bias+norm masks."""
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -18,13 +19,19 @@ def make_lr_schedule(config: ml_collections.ConfigDict, num_steps: int) -> optax
       A schedule mapping the step to the learning rate.
     """
     warmup = int(min(config.warmup_steps, max(num_steps - 1, 0)))
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=config.lr,
-        warmup_steps=warmup,
-        decay_steps=max(num_steps, warmup + 1),
-        end_value=config.lr * config.end_lr_factor,
-    )
+    decay = max(num_steps, warmup + 1) - warmup
+    peak, end = config.lr, config.lr * config.end_lr_factor
+
+    # optax.warmup_cosine_decay_schedule's values, written so that ``lr`` may be a traced
+    # array (a sweep's replica, `jaxssl.sweep`): optax branches on ``peak_value == 0``.
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        warming = peak * step / max(warmup, 1)
+        progress = jnp.clip(step - warmup, 0, decay) / decay
+        decaying = end + (peak - end) * 0.5 * (1 + jnp.cos(jnp.pi * progress))
+        return jnp.where(step < warmup, warming, decaying)
+
+    return schedule
 
 
 def decay_mask(params) -> object:

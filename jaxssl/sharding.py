@@ -19,6 +19,7 @@ from jax.experimental import mesh_utils
 
 from jaxssl import errors
 
+REPLICA_AXIS = "replica"  # a sweep's replicas (`jaxssl.sweep`); absent in a single run
 DATA_AXIS = "data"
 FSDP_AXIS = "fsdp"
 # The mesh axes the batch is split over (a tuple: a valid ``axis_name`` of collectives).
@@ -26,9 +27,15 @@ BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
 
 
 def make_mesh(
-    config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None
+    config: ml_collections.ConfigDict,
+    devices: Sequence[jax.Device] | None = None,
+    replicas: int = 1,
 ) -> jax.sharding.Mesh:
     """A ``("data", "fsdp")`` mesh of ``config.data * config.fsdp`` devices.
+
+    With ``replicas > 1`` (a sweep), a ``("replica", "data", "fsdp")`` mesh: the devices are
+    first split into ``replicas`` groups, each laid out as above (``config.data = -1`` then
+    takes the devices of one group divided by ``fsdp``).
 
     ``config.data = -1`` takes all ``devices`` divided by ``fsdp``.
     Consecutive devices share an ``"fsdp"`` group: on a multi-host slice keep ``fsdp`` at most
@@ -44,12 +51,25 @@ def make_mesh(
       devices: the devices to lay out; default ``jax.devices()`` (all processes'). A TPU
         topology description's devices (`jaxssl.topology.devices`) give a mesh to compile
         for ahead of time (`jaxssl.aot`).
+      replicas: the size of the ``"replica"`` axis (`jaxssl.sweep.replica_axis_size`).
 
     Returns:
       The mesh.
     """
     devices = list(jax.devices() if devices is None else devices)
     fsdp = config.get("fsdp", 1)
+    if replicas > 1:
+        if len(devices) % replicas:
+            raise errors.ConfigError(
+                f"{replicas} replica groups do not divide the {len(devices)} visible devices."
+            )
+        group = make_mesh(config, devices[: len(devices) // replicas])
+        grid = np.asarray(devices[: replicas * group.devices.size]).reshape(
+            (replicas, *group.devices.shape)
+        )
+        return jax.sharding.Mesh(
+            grid, (REPLICA_AXIS, *BATCH_AXES), axis_types=(jax.sharding.AxisType.Auto,) * 3
+        )
     available = len(devices)
     if fsdp < 1 or available % fsdp and config.data == -1:
         raise errors.ConfigError(
@@ -83,10 +103,14 @@ def replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
     return jax.sharding.NamedSharding(mesh, jax.P())
 
 
-def batch_sharding(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
-    """Sharding of batch arrays: leading axis split over all devices (``"data"`` x ``"fsdp"``)."""
+def batch_sharding(mesh: jax.sharding.Mesh, stacked: bool = False) -> jax.sharding.NamedSharding:
+    """Sharding of batch arrays: leading axis split over ``"data"`` x ``"fsdp"``.
+
+    On a sweep's mesh the batch is whole in every replica group; ``stacked`` batches (a sweep
+    with independent data, ``[R, B, ...]``) split their leading axis over ``"replica"``.
+    """
     axes = tuple(axis for axis in BATCH_AXES if axis in mesh.axis_names)
-    return jax.sharding.NamedSharding(mesh, jax.P(axes))
+    return jax.sharding.NamedSharding(mesh, jax.P(REPLICA_AXIS, axes) if stacked else jax.P(axes))
 
 
 def fsdp_spec(shape: tuple[int, ...], fsdp: int, min_size: int) -> jax.P:
@@ -112,6 +136,13 @@ def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh, min_size: int 
     without an ``"fsdp"`` axis (e.g. a user's 1-D ``("data",)`` mesh) replicates everything.
     """
     fsdp = mesh.shape.get(FSDP_AXIS, 1)
+    if REPLICA_AXIS in mesh.axis_names:  # a sweep's stacked state: [R, ...] over "replica"
+        return jax.tree.map(
+            lambda x: jax.sharding.NamedSharding(
+                mesh, jax.P(REPLICA_AXIS, *fsdp_spec(tuple(x.shape[1:]), fsdp, min_size))
+            ),
+            abstract_state,
+        )
     return jax.tree.map(
         lambda x: jax.sharding.NamedSharding(mesh, fsdp_spec(tuple(x.shape), fsdp, min_size)),
         abstract_state,
@@ -131,8 +162,9 @@ def state_bytes(abstract_state: Any) -> tuple[int, int]:
 
 
 def check_batch_size(global_batch_size: int, mesh: jax.sharding.Mesh) -> None:
-    """Raises if the global batch does not split evenly over devices and processes."""
-    devices = mesh.devices.size
+    """Raises if the global batch does not split evenly over devices and processes (over the
+    devices of one replica group, on a sweep's mesh)."""
+    devices = mesh.devices.size // mesh.shape.get(REPLICA_AXIS, 1)
     processes = len({device.process_index for device in mesh.devices.flat})
     if global_batch_size % devices or global_batch_size % processes:
         raise errors.ConfigError(
@@ -142,15 +174,18 @@ def check_batch_size(global_batch_size: int, mesh: jax.sharding.Mesh) -> None:
         )
 
 
-def to_global(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+def to_global(
+    batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh, stacked: bool = False
+) -> dict[str, jax.Array]:
     """Assembles each process's part of a batch into global arrays split over all devices.
 
     Args:
       batch: this process's rows of every array (leading axis = per-process batch).
       mesh: the mesh.
+      stacked: the arrays are ``[R, B, ...]``, one batch per replica (see `batch_sharding`).
 
     Returns:
-      Global arrays whose leading axis is the global batch.
+      Global arrays whose leading axis is the global batch (after ``R`` if ``stacked``).
     """
-    sharding = batch_sharding(mesh)
+    sharding = batch_sharding(mesh, stacked)
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}

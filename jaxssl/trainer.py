@@ -5,7 +5,9 @@ after every step and evaluates with the evaluators of `jaxssl.evals`, the same o
 ``jaxssl eval`` runs.
 """
 
+import copy
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -14,6 +16,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 import ml_collections
+import numpy as np
 import optax
 import tqdm
 from absl import logging
@@ -21,19 +24,30 @@ from absl import logging
 from jaxssl import checkpoint, console, errors, evals, guards, methods, optim, sharding
 from jaxssl import state as state_lib
 from jaxssl import step as step_lib
+from jaxssl import sweep as sweep_lib
 from jaxssl.data import tfds as input_pipeline
 from jaxssl.evals import features
 from jaxssl.metrics import MetricWriter, StepTimer, import_wandb
 
+# A swept value used as a Python number while tracing (`jaxssl.sweep.describe_trace_error`).
+_TRACE_ERRORS = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerIntegerConversionError,
+)
 # What training evaluates, periodically and at the end (`jaxssl.evals.EVALUATORS`).
 TRAINING_EVALUATORS = ("knn", "rankme")
 
 
 def with_num_steps(config: ml_collections.ConfigDict, num_steps: int) -> ml_collections.ConfigDict:
-    """A copy of ``config`` that is ``num_steps`` long (``epochs`` to match, for the record)."""
-    config = config.copy_and_resolve_references()
-    config.train.num_steps = num_steps
-    config.train.epochs = num_steps * config.train.batch_size / config.data.num_train_examples
+    """A copy of ``config`` that is ``num_steps`` long (``epochs`` to match, for the record).
+
+    Other references stay linked, so a sweep's replica values still move derived fields.
+    """
+    config = copy.deepcopy(config)
+    with config.unlocked():
+        config.train.num_steps = num_steps
+        config.train.epochs = num_steps * config.train.batch_size / config.data.num_train_examples
     return config
 
 
@@ -65,9 +79,10 @@ class Training:
     mesh: jax.sharding.Mesh  # the mesh the state and the batches are laid out on
     model: nn.Module
     init_fn: Callable[[jax.Array], state_lib.TrainState]
-    init_key: jax.Array
+    init_key: jax.Array  # from config.seed ([R] keys for a sweep)
     train_step: Callable  # jitted (state, batch) -> (state, metrics), state donated
     abstract_state: state_lib.TrainState  # shapes, dtypes and shardings of the state
+    sweep: sweep_lib.Sweep | None = None  # a sweep's replicas: every state leaf is [R, ...]
 
     def init_state(self) -> state_lib.TrainState:
         """A freshly initialized state, laid out on the mesh as ``abstract_state`` says."""
@@ -87,15 +102,14 @@ def check_batch_size(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh)
         )
 
 
-def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Training:
-    """Builds model, optimizers, state initializer and the jitted train step for ``mesh``.
+def _make_functions(
+    config: ml_collections.ConfigDict,
+) -> tuple[nn.Module, Callable, jax.Array, Callable]:
+    """``(model, init_fn, init_key, step_fn)`` of one run: ``init_fn(init_key)`` and
+    ``step_fn(state, batch)``.
 
-    Args:
-      config: the run config.
-      mesh: the device mesh.
-
-    Returns:
-      A ``Training``; ``train_step`` is the only ``jax.jit`` of the step in the library.
+    ``config`` may hold traced values (a sweep's replica, `jaxssl.sweep.traced_config`): every
+    hyper-parameter and the seed are read here, inside what the caller traces.
     """
     num_steps = int(config.train.num_steps)
     method = methods.get_method(config.method.name)
@@ -109,14 +123,82 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Trainin
     step_fn = step_lib.make_train_step(
         model, method, probe, tx, probe_tx, lr_schedule, config, base_key
     )
+    return model, init_fn, init_key, step_fn
+
+
+def _make_sweep_functions(
+    config: ml_collections.ConfigDict, sweep: sweep_lib.Sweep
+) -> tuple[nn.Module, Callable, jax.Array, Callable]:
+    """`_make_functions` of a sweep: each replica's functions, vmapped; ``init_key`` is ``[R]``.
+
+    The replicas' differing fields are ``[R]`` arrays; each replica's functions are built from
+    the base config with its values (traced) set, so one program trains them all.
+    """
+    configs = [sweep.replica_config(config, r) for r in range(sweep.size)]
+    base, values = sweep_lib.hyperparameters(configs)
+    model = _make_functions(sweep_lib.traced_config(base, {}))[0]
+    init_key = jax.vmap(lambda seed: jax.random.split(jax.random.key(seed))[0])(
+        np.asarray([c.seed for c in configs], np.int32)
+    )
+    batch_axis = 0 if sweep.data == "independent" else None
+
+    def replica_init(replica_values, key):
+        return _make_functions(sweep_lib.traced_config(base, replica_values))[1](key)
+
+    def replica_step(replica_values, state, batch):
+        step_fn = _make_functions(sweep_lib.traced_config(base, replica_values))[3]
+        return step_fn(state, batch)
+
+    def init_fn(keys):
+        return jax.vmap(replica_init)(values, keys)
+
+    def step_fn(state, batch):
+        return jax.vmap(replica_step, in_axes=(0, 0, batch_axis))(values, state, batch)
+
+    return model, init_fn, init_key, step_fn
+
+
+def build(
+    config: ml_collections.ConfigDict,
+    mesh: jax.sharding.Mesh,
+    sweep: sweep_lib.Sweep | None = None,
+) -> Training:
+    """Builds model, optimizers, state initializer and the jitted train step for ``mesh``.
+
+    Args:
+      config: the run config.
+      mesh: the device mesh (with a ``"replica"`` axis for a sweep).
+      sweep: train the replicas of this sweep in one program (state ``[R, ...]``).
+
+    Returns:
+      A ``Training``; ``train_step`` is the only ``jax.jit`` of the step in the library.
+
+    Raises:
+      errors.ConfigError: a swept field that the step cannot take as a traced number.
+    """
+    if sweep is None:
+        model, init_fn, init_key, step_fn = _make_functions(config)
+    else:
+        if config.method.get("loss_impl", "dense") != "dense":
+            # Its shard_map splits the batch over the mesh's batch axes, not over replicas.
+            raise errors.ConfigError(
+                "Sweeps need method.loss_impl='dense' (the blockwise NT-Xent is per-device code)."
+            )
+        model, init_fn, init_key, step_fn = _make_sweep_functions(config, sweep)
     # Replicated state, or with config.mesh.fsdp > 1 its large arrays split over "fsdp".
-    abstract = jax.eval_shape(init_fn, init_key)
+    try:
+        abstract = jax.eval_shape(init_fn, init_key)
+    except _TRACE_ERRORS as e:
+        if sweep is None:
+            raise
+        raise errors.ConfigError(sweep_lib.describe_trace_error(sweep, e)) from e
     state_sharding = sharding.state_shardings(
         abstract, mesh, config.mesh.get("fsdp_min_size", 2**14)
     )
+    stacked = sweep is not None and sweep.data == "independent"
     train_step = jax.jit(
         step_fn,
-        in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
+        in_shardings=(state_sharding, sharding.batch_sharding(mesh, stacked)),
         out_shardings=(state_sharding, sharding.replicated(mesh)),
         donate_argnums=(0,),
     )
@@ -128,34 +210,92 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Trainin
         init_key=init_key,
         train_step=train_step,
         abstract_state=checkpoint.abstract_with_sharding(abstract, state_sharding),
+        sweep=sweep,
     )
 
 
-def evaluate_state(extractor: features.Extractor, state: state_lib.TrainState) -> dict[str, float]:
+def current_step(state: state_lib.TrainState) -> int:
+    """The steps ``state`` has trained (a sweep's replicas all have the same)."""
+    return int(np.max(jax.device_get(state.step)))
+
+
+@functools.partial(jax.jit, static_argnames="mesh")
+def _replica_variables(params, batch_stats, replica, mesh):
+    variables = jax.tree.map(lambda x: x[replica], {"params": params, "batch_stats": batch_stats})
+    return jax.lax.with_sharding_constraint(variables, sharding.replicated(mesh))
+
+
+def replica_variables(state: state_lib.TrainState, replica: int, mesh: jax.sharding.Mesh) -> dict:
+    """``{"params", "batch_stats"}`` of one replica of a sweep's state, whole on every device."""
+    return _replica_variables(state.params, state.batch_stats, np.int32(replica), mesh)
+
+
+def evaluate_state(
+    extractor: features.Extractor, state: state_lib.TrainState, replicas: int = 0
+) -> dict[str, float | np.ndarray]:
     """The metrics training logs of ``state``: `TRAINING_EVALUATORS` on freshly extracted features.
 
     Args:
       extractor: the eval splits and the compiled embedding.
       state: the state to evaluate.
+      replicas: a sweep's number of replicas (0: a single run); each is evaluated in turn.
 
     Returns:
-      The evaluators' metrics and the headline ``knn/top1``: kNN top-1 at ``evals.knn.k``.
+      The evaluators' metrics and the headline ``knn/top1``: kNN top-1 at ``evals.knn.k``;
+      for a sweep, each metric as an ``[R]`` array.
     """
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    context = extractor.extract(variables, step=int(jax.device_get(state.step)))
-    evals.run(evals.get_evaluators(TRAINING_EVALUATORS), context)
-    metrics = {k: v for r in context.results.values() for k, v in r.metrics.items()}
-    metrics["knn/top1"] = metrics[f"knn/top1_k{extractor.config.evals.knn.k}"]
-    return metrics
+    step = current_step(state)
+    per_replica = []
+    for replica in range(max(replicas, 1)):
+        if replicas:
+            variables = replica_variables(state, replica, extractor.mesh)
+        else:
+            variables = {"params": state.params, "batch_stats": state.batch_stats}
+        context = extractor.extract(variables, step=step)
+        evals.run(evals.get_evaluators(TRAINING_EVALUATORS), context)
+        metrics = {k: v for r in context.results.values() for k, v in r.metrics.items()}
+        metrics["knn/top1"] = metrics[f"knn/top1_k{extractor.config.evals.knn.k}"]
+        per_replica.append(metrics)
+    if not replicas:
+        return per_replica[0]
+    return {k: np.asarray([m[k] for m in per_replica]) for k in per_replica[0]}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def _train_iterator(config, sweep, start_step):
+    """The input pipeline: one, or with ``sweep.data == "independent"`` one per replica, each
+    seeded by its replica's seed, stacked into ``[R, B, ...]`` batches."""
+
+    def make(seed):
+        return input_pipeline.make_train_iterator(
+            config.data,
+            global_batch_size=config.train.batch_size,
+            seed=seed,
+            start_step=start_step,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+
+    if sweep is None or sweep.data == "shared":
+        yield from make(config.seed)
+        return
+    iterators = [make(sweep.replica_config(config, r).seed) for r in range(sweep.size)]
+    while True:
+        batches = [next(it) for it in iterators]
+        yield {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, sweep: sweep_lib.Sweep | None = None
+) -> dict[str, float]:
     """Trains (or resumes) the run in ``workdir`` and evaluates it.
 
     Args:
       config: the locked run config.
       workdir: where checkpoints, ``metrics.jsonl``, TensorBoard files and ``config.json`` go.
         Rerunning with the same workdir resumes from the latest checkpoint.
+      sweep: train these replicas in one program (`jaxssl.sweep`); default: the sweep the
+        workdir records, if any. Metrics then carry ``replica`` and the swept values, and the
+        returned metrics are ``[R]`` arrays.
 
     Returns:
       The last logged metrics and the final evaluation.
@@ -166,11 +306,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     run_start = time.perf_counter()
     guards.FiniteGuard.validate(config.train)
     import_wandb(config.train)  # train.wandb without wandb installed: fail before writing
+    sweep = sweep_lib.resolve(workdir, sweep)
+    replicas = sweep.size if sweep else 0
     os.makedirs(workdir, exist_ok=True)
     batch_size = config.train.batch_size
 
     # --- Mesh ---
-    mesh = sharding.make_mesh(config.mesh)
+    if sweep:
+        axis = sweep_lib.replica_axis_size(sweep.size, jax.device_count(), batch_size)
+        mesh = sharding.make_mesh(config.mesh, replicas=axis)
+    else:
+        mesh = sharding.make_mesh(config.mesh)
     check_batch_size(config, mesh)
     sharding.check_batch_size(config.evals.knn.batch_size, mesh)
     logging.info(
@@ -182,7 +328,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     # Every array and computation from here on lives on this mesh.
     with jax.set_mesh(mesh):
         # --- Model, optimizer, step ---
-        run = build(config, mesh)
+        run = build(config, mesh, sweep)
         total_bytes, device_bytes = sharding.state_bytes(run.abstract_state)
         logging.info(
             "Train state: %.1f MiB, of which %.1f MiB on each device.",
@@ -207,35 +353,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             logging.warning(
                 "Resuming from %s at step %d.",
                 checkpointer.directory,
-                int(jax.device_get(state.step)),
+                current_step(state),
             )
         else:
             state = run.init_state()
-        start_step = int(jax.device_get(state.step))
+        start_step = current_step(state)
 
         # --- Length: the config's, or the one the time budget fitted (or will fit) ---
         budget = guards.TimeBudget(config.train, workdir, start_step)
         num_steps = budget.num_steps(int(config.train.num_steps))
         if num_steps != int(config.train.num_steps):
             config = with_num_steps(config, num_steps)
-            run = build(config, mesh)  # the same state; the step's schedules change
+            run = build(config, mesh, sweep)  # the same state; the step's schedules change
         num_params = sum(x.size for x in jax.tree.leaves(run.abstract_state.params))
         console.say(
-            console.header(config, mesh, num_params, extractor.num_examples, start_step, num_steps)
+            console.header(
+                config,
+                mesh,
+                num_params // max(replicas, 1),
+                extractor.num_examples,
+                start_step,
+                num_steps,
+                sweep,
+            )
         )
         _write_config(config, workdir)
+        sweep_lib.write(workdir, sweep)
 
-        train_iter = input_pipeline.make_train_iterator(
-            config.data,
-            global_batch_size=batch_size,
-            seed=config.seed,
-            start_step=start_step,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-        )
+        train_iter = _train_iterator(config, sweep, start_step)
+        stacked = sweep is not None and sweep.data == "independent"
 
         # --- Loop ---
-        writer = MetricWriter(workdir, resume_step=start_step, config=config)
+        writer = MetricWriter(workdir, resume_step=start_step, config=config, sweep=sweep)
         guard = guards.FiniteGuard(config.train, checkpointer)
         preemption = guards.Preemption()
         progress = tqdm.tqdm(
@@ -245,6 +394,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             disable=not config.train.progress_bar or jax.process_index() != 0,
         )
         views_per_step = batch_size * (config.data.num_views + config.data.local_views)
+        views_per_step *= max(replicas, 1)  # a sweep: img/s over all its replicas
         timer = StepTimer(views_per_step=views_per_step)
         # The remaining time is said once, at the second throughput reading after the length is
         # fixed: the first one still holds the warm-up steps after compiling.
@@ -253,7 +403,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         step = start_step  # steps done
         try:
             while step < num_steps:
-                batch = sharding.to_global(next(train_iter), mesh)
+                batch = sharding.to_global(next(train_iter), mesh, stacked)
                 with jax.transfer_guard("disallow"):
                     state, metrics = run.train_step(state, batch)
                 step += 1
@@ -265,7 +415,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 if fitted is not None:
                     num_steps = fitted
                     config = with_num_steps(config, num_steps)
-                    run = build(config, mesh)
+                    run = build(config, mesh, sweep)
                     progress.total = num_steps
                     _write_config(config, workdir)
                 is_last = step == num_steps
@@ -273,7 +423,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 if step % config.train.log_every_steps == 0 or is_last or preempted:
                     guard.check()
                     means, perf, steps_logged = timer.flush()
-                    nonfinite_steps = int(jax.device_get(state.nonfinite_steps))
+                    nonfinite_steps = jax.device_get(state.nonfinite_steps)
                     last_metrics = {**means, "train/nonfinite_steps": nonfinite_steps, **perf}
                     writer.write(step, last_metrics)
                     img_per_s = last_metrics.get("perf/img_per_s")
@@ -282,7 +432,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     if readings == 2 and img_per_s and not fitting and not is_last:
                         console.say(console.estimate(step, num_steps, img_per_s, views_per_step))
                     progress.set_postfix(
-                        loss=f"{last_metrics['train/loss']:.3f}",
+                        loss=f"{np.mean(last_metrics['train/loss']):.3f}",
                         img_s=f"{last_metrics.get('perf/img_per_s', float('nan')):.0f}",
                     )
                     progress.update(steps_logged)
@@ -303,8 +453,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     return {**last_metrics, "preempted_at_step": step}
                 evaluate_every = config.evals.knn.every_steps
                 if evaluate_every and step % evaluate_every == 0 and not is_last:
-                    writer.write(step, evaluate_state(extractor, state))
+                    writer.write(step, evaluate_state(extractor, state, replicas))
                     timer.restart()
+        except _TRACE_ERRORS as e:
+            if sweep is None:
+                raise
+            raise errors.ConfigError(sweep_lib.describe_trace_error(sweep, e)) from e
         except jax.errors.JaxRuntimeError as e:
             if "RESOURCE_EXHAUSTED" in str(e):
                 raise errors.UserError(_out_of_memory(config, mesh.devices.size, e)) from e
@@ -322,15 +476,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
         # --- Final evaluation ---
         eval_start = time.perf_counter()
-        results = evaluate_state(extractor, state)
+        results = evaluate_state(extractor, state, replicas)
         results["perf/knn_eval_seconds"] = time.perf_counter() - eval_start
         writer.write(step, results)
-        logging.info("Step %d: %s", step, json.dumps(results))
-        console.say(
-            console.results_table(
-                {**last_metrics, **results}, time.perf_counter() - run_start, workdir
+        wall_seconds = time.perf_counter() - run_start
+        if sweep:
+            console.say(
+                console.sweep_table(sweep, {**last_metrics, **results}, wall_seconds, workdir)
             )
-        )
+        else:
+            logging.info("Step %d: %s", step, json.dumps(results))
+            console.say(console.results_table({**last_metrics, **results}, wall_seconds, workdir))
         checkpointer.wait()
         checkpointer.close()
         writer.close()
