@@ -37,6 +37,8 @@ class NoUsableCheckpointError(errors.UserError, RuntimeError):
 # Fields of those sections that do not change what the state means: how it is computed
 # (dtype, convolution lowering), or fields the backbone in use does not read.
 _COMPUTE_ONLY = {"dtype", "conv_impl"}
+# Fields that only set initial values: a resumed state has its own.
+_INIT_ONLY = {"projector_init_scale"}
 _VIT_ONLY = {"patch_size", "image_size", "pooling"}
 _RESNET_ONLY = {"width", "stem", "bn_momentum"}
 
@@ -45,8 +47,10 @@ def _defining(config: dict) -> dict:
     """The model and method sections of ``config``, less the keys that do not define the state."""
     defining = {k: dict(config.get(k) or {}) for k in _STATE_DEFINING}
     model = defining["model"]
-    ignored = _COMPUTE_ONLY | (
-        _RESNET_ONLY if str(model.get("backbone", "")).startswith("vit") else _VIT_ONLY
+    ignored = (
+        _COMPUTE_ONLY
+        | _INIT_ONLY
+        | (_RESNET_ONLY if str(model.get("backbone", "")).startswith("vit") else _VIT_ONLY)
     )
     defining["model"] = {k: v for k, v in model.items() if k not in ignored}
     return defining

@@ -29,11 +29,11 @@ BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
 def make_mesh(
     config: ml_collections.ConfigDict,
     devices: Sequence[jax.Device] | None = None,
-    replicas: int = 1,
+    replicas: int = 0,
 ) -> jax.sharding.Mesh:
     """A ``("data", "fsdp")`` mesh of ``config.data * config.fsdp`` devices.
 
-    With ``replicas > 1`` (a sweep), a ``("replica", "data", "fsdp")`` mesh: the devices are
+    With ``replicas >= 1`` (a sweep), a ``("replica", "data", "fsdp")`` mesh: the devices are
     first split into ``replicas`` groups, each laid out as above (``config.data = -1`` then
     takes the devices of one group divided by ``fsdp``).
 
@@ -51,14 +51,15 @@ def make_mesh(
       devices: the devices to lay out; default ``jax.devices()`` (all processes'). A TPU
         topology description's devices (`jaxssl.topology.devices`) give a mesh to compile
         for ahead of time (`jaxssl.aot`).
-      replicas: the size of the ``"replica"`` axis (`jaxssl.sweep.replica_axis_size`).
+      replicas: the size of the ``"replica"`` axis (`jaxssl.sweep.replica_axis_size`); 0,
+        a single run's mesh without that axis.
 
     Returns:
       The mesh.
     """
     devices = list(jax.devices() if devices is None else devices)
     fsdp = config.get("fsdp", 1)
-    if replicas > 1:
+    if replicas:
         if len(devices) % replicas:
             raise errors.ConfigError(
                 f"{replicas} replica groups do not divide the {len(devices)} visible devices."

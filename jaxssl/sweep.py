@@ -95,7 +95,8 @@ class Sweep:
         )
 
 
-def _field(config: ml_collections.ConfigDict, path: str) -> Any:
+def get_field(config: ml_collections.ConfigDict, path: str) -> Any:
+    """The value of the dotted ``path`` in ``config``; a ConfigError naming it if absent."""
     section = config
     *parents, name = path.split(".")
     try:
@@ -132,7 +133,7 @@ def parse(specs: Sequence[str], config: ml_collections.ConfigDict, data: str = "
             raise errors.ConfigError(f"--sweep {spec!r}: write FIELD=V1,V2,... e.g. seed=0,1,2.")
         if path in fields:
             raise errors.ConfigError(f"--sweep {path} is given twice; give one list per field.")
-        current = _field(config, path)
+        current = get_field(config, path)
         if path != "seed" and (
             not path.startswith(SWEEPABLE_PREFIXES) or not isinstance(current, float)
         ):

@@ -9,6 +9,7 @@ import pytest
 
 from jaxssl import errors, evaluate, export, sharding, sweep, trainer
 from tests import helpers
+from tools import model_selection
 
 
 def _config(method_name="simclr", **method):
@@ -144,13 +145,12 @@ def test_sweep_trains_resumes_evaluates_and_exports(tmp_path):
     with open(os.path.join(workdir, sweep.SWEEP_FILE)) as f:
         assert json.load(f)["data"] == "independent"
 
-    # Resume is exact: a fresh 4-step sweep's losses are the same.
-    fresh = str(tmp_path / "fresh")
-    trainer.train_and_evaluate(config, fresh, parsed)
-    fresh_losses = [r["train/loss"] for r in helpers.read_metrics(fresh) if "train/loss" in r]
-    np.testing.assert_allclose(
-        [r["train/loss"] for r in records if "train/loss" in r], fresh_losses, rtol=1e-6
-    )
+    # Label-free model selection reads every replica (training's final evaluation).
+    selection = model_selection.select([workdir])
+    assert sorted(r["workdir"] for r in selection["runs"]) == [
+        f"{workdir}#0 optim.base_lr=0.1",
+        f"{workdir}#1 optim.base_lr=0.5",
+    ]
     with pytest.raises(errors.ConfigError, match="another sweep"):
         trainer.train_and_evaluate(config, workdir, sweep.parse(["seed=1,2"], config))
 
@@ -172,4 +172,26 @@ def test_sweep_trains_resumes_evaluates_and_exports(tmp_path):
     np.testing.assert_allclose(
         jax.tree.leaves(variables["params"])[0],
         jax.tree.leaves(jax.device_get(restored["params"]["backbone"]))[0],
+    )
+
+
+@pytest.mark.slow
+def test_sweep_resumes_exactly(tmp_path):
+    config = helpers.smoke_run_config(steps=4, checkpoint_every_steps=2)
+    parsed = sweep.parse(["optim.base_lr=0.1,0.5", "seed=0,1"], config)
+    resumed, fresh = str(tmp_path / "resumed"), str(tmp_path / "fresh")
+    trainer.train_and_evaluate(trainer.with_num_steps(config, 2), resumed, parsed)
+    trainer.train_and_evaluate(config, resumed, parsed)
+    trainer.train_and_evaluate(config, fresh, parsed)
+
+    def losses(workdir):
+        return [
+            (r["step"], r["replica"], r["train/loss"])
+            for r in helpers.read_metrics(workdir)
+            if "train/loss" in r
+        ]
+
+    assert [x[:2] for x in losses(resumed)] == [x[:2] for x in losses(fresh)]
+    np.testing.assert_allclose(
+        [x[2] for x in losses(resumed)], [x[2] for x in losses(fresh)], rtol=1e-6
     )

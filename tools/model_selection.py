@@ -9,6 +9,8 @@ here without SciPy).
 
   python tools/model_selection.py RUN_DIR [RUN_DIR ...] [--metric rankme/backbone] [--out F]
 
+A sweep's workdir (``jaxssl train --sweep ...``) counts as one run per replica.
+
 Prints a Markdown table (runs sorted by RankMe) and the correlations; ``--out`` also writes
 them as JSON.
 """
@@ -58,16 +60,51 @@ def kendall_tau_b(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.sum(dx * dy) / denominator) if denominator else float("nan")
 
 
-def latest_eval(workdir: str) -> dict:
-    """The ``jaxssl eval`` results of the newest evaluated step of ``workdir``."""
-    paths = glob.glob(os.path.join(workdir, "eval", "*.json"))
-    steps = [int(os.path.basename(p)[:-5]) for p in paths if os.path.basename(p)[:-5].isdigit()]
+def latest_eval(workdir: str, suffix: str = "") -> dict:
+    """The ``jaxssl eval`` results of the newest evaluated step of ``workdir`` (of a sweep's
+    replica ``r`` with ``suffix="_replica<r>"``)."""
+    paths = glob.glob(os.path.join(workdir, "eval", f"*{suffix}.json"))
+    names = [os.path.basename(p)[: -len(f"{suffix}.json")] for p in paths]
+    steps = [int(name) for name in names if name.isdigit()]
     if not steps:
         raise FileNotFoundError(
             f"No eval results in {workdir}/eval: run `jaxssl eval --workdir {workdir}` first."
         )
-    with open(os.path.join(workdir, "eval", f"{max(steps)}.json")) as f:
+    with open(os.path.join(workdir, "eval", f"{max(steps)}{suffix}.json")) as f:
         return json.load(f)
+
+
+def evaluated_runs(workdir: str) -> list[tuple[str, dict]]:
+    """``(name, eval results)`` of a run, or of every replica of a sweep (``jaxssl train
+    --sweep``; ``jaxssl eval`` evaluates each replica), named ``WORKDIR#r field=value ...``."""
+    path = os.path.join(workdir, "sweep.json")
+    if not os.path.exists(path):
+        return [(workdir, latest_eval(workdir))]
+    with open(path) as f:
+        sweep = json.load(f)
+    runs = []
+    for replica, values in enumerate(sweep["values"]):
+        label = " ".join(f"{k}={v}" for k, v in zip(sweep["fields"], values, strict=True))
+        try:
+            results = latest_eval(workdir, f"_replica{replica}")
+        except FileNotFoundError:
+            results = final_training_evaluation(workdir, replica)
+        runs.append((f"{workdir}#{replica} {label}", results))
+    return runs
+
+
+def final_training_evaluation(workdir: str, replica: int) -> dict:
+    """The last kNN/RankMe record of a sweep's replica in ``metrics.jsonl`` (what training
+    evaluated at its end), shaped like ``jaxssl eval`` results."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f if line.endswith("\n")]
+    evaluated = [r for r in records if r.get("replica") == replica and "knn/top1" in r]
+    if not evaluated:
+        raise FileNotFoundError(
+            f"No evaluation of replica {replica} in {workdir}: run `jaxssl eval --workdir "
+            f"{workdir}` first."
+        )
+    return {"step": evaluated[-1]["step"], "metrics": evaluated[-1]}
 
 
 def select(workdirs: list[str], metric: str = "rankme/backbone") -> dict:
@@ -83,8 +120,7 @@ def select(workdirs: list[str], metric: str = "rankme/backbone") -> dict:
       "selected", "best_by": {accuracy: workdir}}``.
     """
     runs = []
-    for workdir in workdirs:
-        results = latest_eval(workdir)
+    for workdir, results in (run for w in workdirs for run in evaluated_runs(w)):
         metrics = results["metrics"]
         if metric not in metrics:
             raise KeyError(f"{workdir}: no {metric!r} in its eval results ({sorted(metrics)}).")

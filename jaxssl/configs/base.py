@@ -120,6 +120,7 @@ def get_base_config() -> ml_collections.ConfigDict:
             projector_hidden_dim=2048,
             projector_dim=128,
             projector_layers=2,
+            projector_init_scale=1.0,  # factor on the projector's last initial kernel
             dtype="float32",  # computation dtype; parameters and optimizer state stay float32
             conv_impl="auto",  # native; im2col for <= 2x2 output maps on CPU (models/conv.py)
             bn_momentum=0.9,

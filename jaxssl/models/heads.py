@@ -23,6 +23,9 @@ class MLP(nn.Module):
         Barlow Twins projectors.
       dtype: computation dtype.
       bn_momentum: BatchNorm running-average momentum.
+      output_init_scale: factor on the last layer's initial kernel (LeCun normal). Small values
+        start the outputs near zero, the "small initialization" of Simon et al. (ICML 2023);
+        the hidden layers' scale would not matter, BatchNorm follows them.
     """
 
     hidden_dim: int = 2048
@@ -31,6 +34,7 @@ class MLP(nn.Module):
     last_bn: bool = False
     dtype: Any = jnp.float32
     bn_momentum: float = 0.9
+    output_init_scale: float = 1.0
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
@@ -43,7 +47,15 @@ class MLP(nn.Module):
                 name=f"bn{i + 1}",
             )(x)
             x = nn.relu(x)
-        x = nn.Dense(self.output_dim, dtype=self.dtype, name=f"dense{self.num_layers}")(x)
+        kernel_init = nn.initializers.variance_scaling(
+            self.output_init_scale**2, "fan_in", "truncated_normal"
+        )
+        x = nn.Dense(
+            self.output_dim,
+            dtype=self.dtype,
+            kernel_init=kernel_init,
+            name=f"dense{self.num_layers}",
+        )(x)
         if self.last_bn:
             x = nn.BatchNorm(
                 use_running_average=not train,

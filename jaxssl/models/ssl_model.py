@@ -129,7 +129,9 @@ def make_head(
 
 
 def make_projector(model_config: ml_collections.ConfigDict, **kwargs) -> heads.MLP:
-    """The projector of ``config.model`` (``projector_hidden_dim/dim/layers``)."""
+    """The projector of ``config.model`` (``projector_hidden_dim/dim/layers``,
+    ``projector_init_scale``)."""
+    kwargs.setdefault("output_init_scale", model_config.get("projector_init_scale", 1.0))
     return make_head(
         model_config,
         model_config.projector_hidden_dim,
