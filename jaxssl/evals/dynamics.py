@@ -17,10 +17,10 @@ Each file is columnar: ``step`` ``[T]`` and one array per quantity with the meas
 rows. `load` reads them back; `jaxssl.evals.dynamics_plots` draws them.
 """
 
-import math
+import copy
 import os
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -32,8 +32,7 @@ import optax
 from jaxssl import errors, methods, optim, sharding
 from jaxssl.data import color, crops, folder
 from jaxssl.data import tfds as input_pipeline
-from jaxssl.evals import features, spectral
-from jaxssl.losses import normalize
+from jaxssl.evals import features, layers, spectral
 
 DIRECTORY = "dynamics"
 FILES = ("spectrum", "scalars", "layers")
@@ -42,103 +41,6 @@ EMBEDDINGS = ("backbone", "projector")
 # Folded into the probe seed: the colour augmentation of the fixed views and the key the
 # method's loss gets are streams of their own, fixed for every measurement.
 _AUGMENT_STREAM, _LOSS_STREAM = 0, 1
-
-
-# --- Pure measurements ---
-
-
-def collapse_indicator(embeddings: jax.Array) -> jax.Array:
-    """``sqrt(D)`` times the mean over dimensions of the std of L2-normalized embeddings.
-
-    Isotropic embeddings on the unit sphere have a per-dimension std of about ``1/sqrt(D)``,
-    so the indicator is about 1 when healthy and 0 when every embedding is the same vector.
-
-    Args:
-      embeddings: ``[N, D]``.
-
-    Returns:
-      The scalar indicator.
-
-    References:
-      Chen & He, Exploring Simple Siamese Representation Learning, CVPR 2021, Sec. 4.1
-      (Fig. 2, middle). https://arxiv.org/abs/2011.10566
-    """
-    z = normalize.l2_normalize(embeddings.astype(jnp.float32))
-    return jnp.mean(jnp.std(z, axis=0)) * math.sqrt(z.shape[-1])
-
-
-def named_leaves(tree: Any) -> dict[str, Any]:
-    """``{path: leaf}`` of a nested dict of arrays, the path's keys joined with ``/``."""
-    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {
-        "/".join(str(getattr(key, "key", getattr(key, "name", key))) for key in path): leaf
-        for path, leaf in leaves
-    }
-
-
-def leaf_norms(tree: Any) -> dict[str, jax.Array]:
-    """The L2 (Frobenius) norm of every leaf, by path (`named_leaves`)."""
-    return {path: jnp.linalg.norm(leaf.ravel()) for path, leaf in named_leaves(tree).items()}
-
-
-def update_ratios(updates: Any, params: Any) -> dict[str, jax.Array]:
-    """``|dw| / |w|`` per leaf; NaN where ``|w| = 0`` (e.g. a zero-initialized bias).
-
-    Args:
-      updates: the optimizer's updates (what `optax.apply_updates` adds to ``params``).
-      params: the parameters, the same tree structure.
-
-    Returns:
-      ``{path: ratio}``.
-
-    References:
-      Karpathy, CS231n notes, "ratio of weights:updates" (~1e-3 for a healthy learning rate).
-    """
-    weights = leaf_norms(params)
-    return {
-        path: jnp.where(weights[path] > 0, norm / weights[path], jnp.nan)
-        for path, norm in leaf_norms(updates).items()
-    }
-
-
-def lars_trust_ratios(
-    grads: Any, params: Any, trust_coefficient: float, weight_decay: float
-) -> dict[str, jax.Array]:
-    """LARS's trust ratio ``eta |w| / |g + wd w|`` of the leaves it adapts (`optim.decay_mask`).
-
-    As ``optax.scale_by_trust_ratio``: 1 where either norm is 0.
-
-    Args:
-      grads: the gradients.
-      params: the parameters.
-      trust_coefficient: ``eta``, ``config.optim.trust_coefficient``.
-      weight_decay: ``config.optim.weight_decay`` (added before the ratio, as optax.lars).
-
-    Returns:
-      ``{path: ratio}`` of the masked leaves only (kernels; no biases or norms).
-
-    References:
-      You, Gitman, Ginsburg, Large Batch Training of Convolutional Networks, 2017, Eq. 6.
-      https://arxiv.org/abs/1708.03888
-    """
-    mask = named_leaves(optim.decay_mask(params))
-    weights, grads = named_leaves(params), named_leaves(grads)
-    ratios = {}
-    for path, adapted in mask.items():
-        if not adapted:
-            continue
-        weight_norm = jnp.linalg.norm(weights[path].ravel())
-        update_norm = jnp.linalg.norm((grads[path] + weight_decay * weights[path]).ravel())
-        both = (weight_norm > 0) & (update_norm > 0)
-        safe = jnp.where(both, update_norm, 1.0)
-        ratios[path] = jnp.where(both, trust_coefficient * weight_norm / safe, 1.0)
-    return ratios
-
-
-def relative_distance(tree: Any, reference: Any) -> jax.Array:
-    """``|tree - reference| / |reference|`` over all leaves (0 when they are equal)."""
-    difference = optax.tree.norm(jax.tree.map(jnp.subtract, tree, reference))
-    return difference / jnp.maximum(optax.tree.norm(reference), 1e-30)
 
 
 # --- The probe set ---
@@ -288,7 +190,7 @@ def make_measure_fn(
             z = rows(clean[name])  # [N, D]
             spectrum[name] = spectral.covariance_spectrum(z)
             scalars[f"rankme/{name}"] = spectral.rankme(z)
-            scalars[f"collapse/{name}"] = collapse_indicator(z)
+            scalars[f"collapse/{name}"] = spectral.collapse_indicator(z)
             scalars[f"uniformity/{name}"] = spectral.uniformity(z)
             scalars[f"alignment/{name}"] = spectral.alignment(
                 rows(firsts[name]), rows(seconds[name])
@@ -300,24 +202,24 @@ def make_measure_fn(
         scalars["weight_norm/total"] = optax.tree.norm(state.params)
         scalars["grad_norm/total"] = optax.tree.norm(grads)
         scalars["update_ratio/total"] = optax.tree.norm(updates) / scalars["weight_norm/total"]
-        layers = {}
+        per_layer = {}
         for group, values in (
-            ("weight_norm", leaf_norms(state.params)),
-            ("grad_norm", leaf_norms(grads)),
-            ("update_ratio", update_ratios(updates, state.params)),
+            ("weight_norm", layers.leaf_norms(state.params)),
+            ("grad_norm", layers.leaf_norms(grads)),
+            ("update_ratio", layers.update_ratios(updates, state.params)),
         ):
-            layers.update({f"{group}/{path}": value for path, value in values.items()})
+            per_layer.update({f"{group}/{path}": value for path, value in values.items()})
         if config.optim.name == "lars":
-            ratios = lars_trust_ratios(
+            ratios = layers.lars_trust_ratios(
                 grads, state.params, config.optim.trust_coefficient, config.optim.weight_decay
             )
-            layers.update({f"trust_ratio/{path}": value for path, value in ratios.items()})
+            per_layer.update({f"trust_ratio/{path}": value for path, value in ratios.items()})
         if isinstance(state.method_state, dict) and "target" in state.method_state:
             # The teacher copies backbone + projector only (methods/teacher.py).
             target = state.method_state["target"]["params"]
             online = {name: state.params[name] for name in target}
-            scalars["teacher/relative_distance"] = relative_distance(online, target)
-        return {"spectrum": spectrum, "scalars": scalars, "layers": layers}
+            scalars["teacher/relative_distance"] = layers.relative_distance(online, target)
+        return {"spectrum": spectrum, "scalars": scalars, "layers": per_layer}
 
     return measure_fn
 
@@ -441,16 +343,29 @@ class Dynamics:
             make_measure_fn(model, method, config, num_chunks),
             out_shardings=sharding.replicated(mesh),
         )
-        self.directory = os.path.join(workdir, DIRECTORY, *([name] if name else []))
+        self._root = os.path.join(workdir, DIRECTORY)
+        self._open(name, resume_step)
+
+    def _open(self, name: str | None, resume_step: int) -> None:
+        """Reads the records of ``name`` up to ``resume_step`` (rewriting files that had more)."""
+        self.directory = os.path.join(self._root, *([name] if name else []))
         self._active = jax.process_index() == 0
         self._records = {}
-        if self._active:
-            os.makedirs(self.directory, exist_ok=True)
-            for file in FILES:
-                records = _to_records(_read_npz(self._path(file)))
-                self._records[file] = [r for r in records if int(r["step"]) <= resume_step]
-                if len(self._records[file]) != len(records):
-                    self._write(file)
+        if not self._active:
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        for file in FILES:
+            records = _to_records(_read_npz(self._path(file)))
+            self._records[file] = [r for r in records if int(r["step"]) <= resume_step]
+            if len(self._records[file]) != len(records):
+                self._write(file)
+
+    def with_name(self, name: str, resume_step: int = 0) -> "Dynamics":
+        """A `Dynamics` writing to ``WORKDIR/dynamics/<name>`` that shares this one's probe set
+        (on device) and compiled measurement: one compilation for all replicas of a sweep."""
+        named = copy.copy(self)
+        named._open(name, resume_step)
+        return named
 
     def _path(self, file: str) -> str:
         return os.path.join(self.directory, f"{file}.npz")
