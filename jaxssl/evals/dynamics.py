@@ -171,8 +171,12 @@ def make_measure_fn(
             batch = color.augment_batch(jax.random.fold_in(augment_key, index), views, data)
             images = color.to_model_input(chunk_probe["images"], data.mean, data.std)
             clean = features.embed_views(model, variables, images)  # {name: [B, D]}
-            firsts = features.embed_views(model, variables, batch["global"][:, 0])
-            seconds = features.embed_views(model, variables, batch["global"][:, 1])
+            # Both views of a pair in one inference-mode pass (per-example, so the same as two).
+            pair = batch["global"][:, :2]  # [B, 2, S, S, 3]
+            pair = pair.reshape(-1, *pair.shape[2:])  # [B*2, S, S, 3], batch-major
+            embedded = features.embed_views(model, variables, pair)
+            firsts = {name: z[0::2] for name, z in embedded.items()}
+            seconds = {name: z[1::2] for name, z in embedded.items()}
             (value, terms), grads = grad_fn(
                 state.params, batch, jax.random.fold_in(loss_key, index)
             )
