@@ -135,7 +135,17 @@ def make_measure_fn(
     ``{"images": [C, B, E, E, 3], "global": [C, B, V, S, S, 3], ("local"), "label": [C, B],
     "index": [C, B]}``. Chunk ``c`` is colour-augmented with ``fold_in(key, c)`` and is one
     batch of the method's loss (its BatchNorm statistics, its negatives); gradients and loss
-    terms are the means over the chunks, like gradient accumulation.
+    terms are the means over the chunks, like gradient accumulation. The loss sees the state's
+    ``method_state`` (teacher, queue) and ``step``; the online probe's loss is left out.
+
+    Which embeddings: the spectrum, RankMe, collapse indicator and uniformity are of the
+    unaugmented images, alignment of views 0 and 1 of each image, all in inference mode
+    (running BatchNorm statistics, as the evaluators embed), for the backbone features and
+    the projector outputs alike; alignment and uniformity L2-normalize them.
+
+    The update is ``tx.update(grads, state.opt_state, state.params)``: the step the optimizer
+    would take at ``state.step`` from this gradient, with its momentum so far (``|dw|`` is 0
+    while a warm-up's learning rate is).
 
     Args:
       model: the method's ``SSLModel``.
@@ -388,6 +398,7 @@ class Dynamics:
           ``{"spectrum": {name: [D]}, "scalars": {name: float}, "layers": {name: float}}``
           on the host, on every process.
         """
+        step = int(step)
         measured = jax.device_get(self._measure_fn(state, self._arrays))
         measured = jax.tree.map(np.asarray, measured)
         if self._active:

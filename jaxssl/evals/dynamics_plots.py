@@ -118,13 +118,14 @@ def plot_spectrum(spectrum: dict[str, np.ndarray], out_path: str, top_k: int = 3
         _draw_spectrum(axes[row, 0], steps, spectrum[name], name, top_k)
         values = np.asarray(spectrum[name], np.float64)
         relative = np.log10(np.maximum(values / np.maximum(values[:, :1], 1e-30), _FLOOR))
-        image = axes[row, 1].imshow(
-            relative.T,
-            aspect="auto",
-            origin="lower",
-            cmap="magma",
-            extent=(steps[0] - 0.5, steps[-1] + 0.5, 0.5, values.shape[1] + 0.5),
-            interpolation="nearest",
+        # Cell edges half-way between measurements: steps need not be evenly spaced.
+        steps_f = np.asarray(steps, np.float64)
+        middle = (steps_f[1:] + steps_f[:-1]) / 2
+        first = steps_f[0] - (middle[0] - steps_f[0] if len(middle) else 0.5)
+        last = steps_f[-1] + (steps_f[-1] - middle[-1] if len(middle) else 0.5)
+        edges = np.concatenate([[first], middle, [last]])
+        image = axes[row, 1].pcolormesh(
+            edges, np.arange(values.shape[1] + 1) + 0.5, relative.T, cmap="magma"
         )
         axes[row, 1].set(title=f"{name}: all eigenvalues", xlabel="step", ylabel="index")
         fig.colorbar(image, ax=axes[row, 1], label="log10(eigenvalue / largest)")
