@@ -103,7 +103,7 @@ def test_files_are_columnar_keyed_by_step(vicreg):
     scalars = loaded["scalars"]
     for key in ("rankme/backbone", "collapse/projector", "alignment/projector", "loss/total"):
         assert scalars[key].shape == (3,) and np.all(np.isfinite(scalars[key]))
-    assert "loss/vicreg_invariance" in scalars  # the method's own terms
+    assert "aux/vicreg_invariance" in scalars  # the method's own terms
     assert "grad_norm/projector/dense1/kernel" in loaded["layers"]
     assert "trust_ratio/projector/dense1/kernel" in loaded["layers"]  # LARS
     assert "trust_ratio/projector/dense3/bias" not in loaded["layers"]
@@ -217,7 +217,7 @@ def test_teacher_distance_is_zero_at_init_and_tracks_the_student(tmp_path):
     instrument = dynamics.Dynamics(config, run.model, method, mesh, str(tmp_path))
     scalars = instrument.measure(state, 0)["scalars"]
     np.testing.assert_allclose(scalars["teacher/relative_distance"], 0.0, atol=1e-7)
-    assert "loss/prediction_cosine" in scalars
+    assert "aux/prediction_cosine" in scalars
     # The student's backbone + projector 10% larger than the teacher's: distance 0.1.
     scaled = {**state.params}
     for name in ("backbone", "projector"):

@@ -7,7 +7,8 @@ on the same ``num_images`` train images every time:
 - ``spectrum.npz``: the eigenvalues of the covariance of backbone features and of projector
   outputs of the unaugmented images (inference mode, as the kNN evaluator embeds them);
 - ``scalars.npz``: RankMe, the collapse indicator, alignment and uniformity of both, the
-  method's loss and its terms on the fixed augmented views, global norms, and for EMA-teacher
+  method's loss (``loss/total``) and its ``LossAux.metrics`` (``aux/<name>``: the loss terms
+  and other diagnostics) on the fixed augmented views, global norms, and for EMA-teacher
   methods the student-teacher distance;
 - ``layers.npz``: per parameter leaf (path joined with ``/``), the weight norm, the norm of the
   loss's gradient, the update-to-weight ratio ``|dw| / |w|`` of the optimizer's update for that
@@ -191,11 +192,11 @@ def make_measure_fn(
                 state.params, batch, jax.random.fold_in(loss_key, index)
             )
             grads_sum = jax.tree.map(jnp.add, grads_sum, grads)
-            return grads_sum, (clean, firsts, seconds, {"total": value, **terms})
+            return grads_sum, (clean, firsts, seconds, value, terms)
 
         zeros = jax.tree.map(jnp.zeros_like, state.params)
         chunks = jnp.arange(num_chunks)
-        grads, (clean, firsts, seconds, terms) = jax.lax.scan(chunk, zeros, (probe, chunks))
+        grads, (clean, firsts, seconds, values, terms) = jax.lax.scan(chunk, zeros, (probe, chunks))
         grads = jax.tree.map(lambda g: g / num_chunks, grads)
         rows = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731  [C, B, D] -> [N, D]
 
@@ -209,8 +210,9 @@ def make_measure_fn(
             scalars[f"alignment/{name}"] = spectral.alignment(
                 rows(firsts[name]), rows(seconds[name])
             )
-        for name, values in terms.items():
-            scalars[f"loss/{name.removeprefix('train/')}"] = jnp.mean(values)
+        scalars["loss/total"] = jnp.mean(values)
+        for name, term in terms.items():  # the method's own: loss terms and diagnostics
+            scalars[f"aux/{name.removeprefix('train/')}"] = jnp.mean(term)
 
         updates, _ = tx.update(grads, state.opt_state, state.params)
         scalars["weight_norm/total"] = optax.tree.norm(state.params)

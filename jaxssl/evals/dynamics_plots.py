@@ -178,9 +178,8 @@ def plot_summary(measurements: dict[str, dict[str, np.ndarray]], out_path: str, 
     )
     _draw_series(axes[1, 0], steps, _pick(scalars, "collapse/"), "collapse: std(z/|z|) sqrt(d)")
     axes[1, 0].axhline(1.0, color="gray", ls="--", lw=1)
-    losses = _pick(scalars, "loss/")
-    total = losses.pop("loss/total", None)
-    _draw_series(axes[1, 1], steps, losses, "loss terms (probe pairs)")
+    total = scalars.get("loss/total")
+    _draw_series(axes[1, 1], steps, _pick(scalars, "aux/"), "loss terms (probe pairs)")
     if total is not None:
         twin = axes[1, 1].twinx()
         twin.plot(steps, total, "k--", lw=1, label="loss/total")
