@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxssl import methods, optim, sharding, trainer
+from jaxssl import errors, methods, optim, sharding, trainer
 from jaxssl.data import color
 from jaxssl.evals import dynamics, dynamics_plots, features, layers, spectral
 from tests import helpers
@@ -127,6 +127,15 @@ def test_resume_drops_later_steps_and_remeasuring_replaces(vicreg):
     replica.measure(state, 1)  # a step at or before the last replaces what follows
     np.testing.assert_array_equal(dynamics.load(workdir, "replica_1")["scalars"]["step"], [1])
     np.testing.assert_array_equal(dynamics.load(workdir)["scalars"]["step"], [0, 2, 4])
+
+
+def test_chunks_must_divide_the_probe_set_and_nothing_written_loads_empty(vicreg, tmp_path):
+    config, mesh, run, method, *_ = vicreg
+    config = config.copy_and_resolve_references()
+    config.evals.dynamics.batch_size = 48
+    with pytest.raises(errors.ConfigError, match="must divide"):
+        dynamics.Dynamics(config, run.model, method, mesh, str(tmp_path))
+    assert dynamics.load(str(tmp_path)) == {}
 
 
 def test_spectrum_is_sorted_nonnegative_and_sums_to_the_trace(vicreg):

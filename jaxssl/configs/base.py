@@ -221,7 +221,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # uniformity of backbone and projector, the loss terms, and per-layer weight and gradient
     # norms and update ratios, into WORKDIR/dynamics/*.npz. `batch_size` is the chunk each
     # loss and gradient sees (it must divide num_images and split over the devices); the
-    # gradient is the mean over the chunks. tools/plot_dynamics.py draws the files.
+    # gradient is the mean over the chunks. The spectrum has at most num_images - 1 non-zero
+    # eigenvalues (a 2048-wide projector needs more images to show all of them). Needs images
+    # of one size: not with data.decode_crop. tools/plot_dynamics.py draws the files.
     config.evals.dynamics = ml_collections.ConfigDict(
         dict(every_steps=0, num_images=2048, seed=0, batch_size=256)
     )
