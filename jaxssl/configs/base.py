@@ -216,6 +216,18 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.evals.plots = ml_collections.ConfigDict(
         dict(num_points=5000, num_queries=8, num_neighbours=8)
     )
+    # Training dynamics (jaxssl/evals/dynamics.py): every `every_steps` steps (0: off) the loop
+    # measures, on `num_images` train images chosen by `seed` (the same ones every time, with
+    # one fixed augmented pair each), the covariance spectrum, RankMe, collapse, alignment and
+    # uniformity of backbone and projector, the loss terms, and per-layer weight and gradient
+    # norms and update ratios, into WORKDIR/dynamics/*.npz. `batch_size` is the chunk each
+    # loss and gradient sees (it must divide num_images and split over the devices); the
+    # gradient is the mean over the chunks. The spectrum has at most num_images - 1 non-zero
+    # eigenvalues (a 2048-wide projector needs more images to show all of them). Needs images
+    # of one size: not with data.decode_crop. tools/plot_dynamics.py draws the files.
+    config.evals.dynamics = ml_collections.ConfigDict(
+        dict(every_steps=0, num_images=2048, seed=0, batch_size=256)
+    )
 
     # --- Mesh: ("data", "fsdp"); the batch splits over both. data=-1: all devices / fsdp. ---
     # fsdp > 1 splits parameters and optimizer state over groups of fsdp devices (arrays of at

@@ -1,10 +1,12 @@
-"""Label-free diagnostics of embeddings: RankMe, alignment, uniformity, covariance spectrum.
+"""Label-free diagnostics of embeddings: RankMe, alignment, uniformity, spectrum, collapse.
 
 Pure functions of embedding matrices, computed in float32; callers choose which rows (padding
 rows must be dropped or zeroed first, see each function). The evaluators `run` (all of them)
 and `run_rankme` (RankMe of the backbone alone, which training logs beside kNN) apply them to
 extracted features.
 """
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -118,6 +120,27 @@ def covariance_spectrum(embeddings: jax.Array) -> jax.Array:
     z = z - jnp.mean(z, axis=0)
     covariance = z.T @ z / jnp.maximum(z.shape[0] - 1, 1)  # [D, D]
     return jnp.maximum(jnp.linalg.eigvalsh(covariance)[::-1], 0.0)
+
+
+@jax.jit
+def collapse_indicator(embeddings: jax.Array) -> jax.Array:
+    """``sqrt(D)`` times the mean over dimensions of the std of L2-normalized embeddings.
+
+    Isotropic embeddings on the unit sphere have a per-dimension std of about ``1/sqrt(D)``,
+    so the indicator is about 1 when healthy and 0 when every embedding is the same vector.
+
+    Args:
+      embeddings: ``[N, D]``.
+
+    Returns:
+      The scalar indicator.
+
+    References:
+      Chen & He, Exploring Simple Siamese Representation Learning, CVPR 2021, Sec. 4.1
+      (Fig. 2, middle). https://arxiv.org/abs/2011.10566
+    """
+    z = normalize.l2_normalize(embeddings.astype(jnp.float32))
+    return jnp.mean(jnp.std(z, axis=0)) * math.sqrt(z.shape[-1])
 
 
 def _host(x: jax.Array) -> np.ndarray:
