@@ -72,6 +72,13 @@ SWEEP_DATA = flags.DEFINE_enum(
     "train: 'shared': every replica sees the same crops in the same order; 'independent': "
     "each its own data order, from its seed.",
 )
+SWEEP_MODE = flags.DEFINE_enum(
+    "sweep_mode",
+    "auto",
+    ["auto", "vmap", "unroll"],
+    "train: how one program holds the replicas: 'vmap' batches them (GPU/TPU), 'unroll' traces "
+    "each replica's step (CPU, where batched convolutions are slow); 'auto' picks by backend.",
+)
 REPLICA = flags.DEFINE_integer(
     "replica", None, "eval, export: one replica of a sweep; eval default: every replica."
 )
@@ -95,6 +102,7 @@ _ONLY_FOR = {
     "replica": ("eval", "export"),
     "sweep": ("train",),
     "sweep_data": ("train",),
+    "sweep_mode": ("train",),
     "out": ("export",),
     "topology": ("compile",),
     "num_slices": ("compile",),
@@ -127,7 +135,16 @@ _HELP = {
         "Pre-train a backbone with a self-supervised method, evaluate it as it goes (kNN, "
         "RankMe, an online linear probe) and at the end. Rerunning the same command resumes "
         "from the newest checkpoint in --workdir.",
-        ("config", "workdir", "sweep", "sweep_data", "print_config", "verbose", *_MULTI_HOST),
+        (
+            "config",
+            "workdir",
+            "sweep",
+            "sweep_data",
+            "sweep_mode",
+            "print_config",
+            "verbose",
+            *_MULTI_HOST,
+        ),
         (
             "jaxssl train --config jaxssl/configs/vicreg_cifar10.py:cpu --workdir runs/vicreg",
             "jaxssl train --config jaxssl/configs/simclr_cifar10.py:smoke --workdir runs/sweep "
@@ -173,6 +190,7 @@ _FLAG_ARGS = {
     "replica": "R",
     "sweep": "FIELD=V1,V2,...",
     "sweep_data": "shared|independent",
+    "sweep_mode": "auto|vmap|unroll",
     "topology": "CHIP:AxB[xC]",
     "num_slices": "N",
     "coordinator_address": "HOST:PORT",
@@ -354,7 +372,9 @@ def _train() -> None:
     )
 
     logging.info("Config:\n%s", CONFIG.value)
-    replicas = sweep.parse(SWEEP.value, CONFIG.value, SWEEP_DATA.value) if SWEEP.value else None
+    replicas = None
+    if SWEEP.value:
+        replicas = sweep.parse(SWEEP.value, CONFIG.value, SWEEP_DATA.value, SWEEP_MODE.value)
     trainer.train_and_evaluate(CONFIG.value, WORKDIR.value, replicas)
 
 

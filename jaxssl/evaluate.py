@@ -28,7 +28,7 @@ from jaxssl import checkpoint, errors, evals, methods, metrics, saved_config, sh
 from jaxssl import state as state_lib
 from jaxssl import sweep as sweep_lib
 from jaxssl.data import tfds as input_pipeline
-from jaxssl.evals import features
+from jaxssl.evals import dynamics, dynamics_plots, features
 
 EVAL_DIR = "eval"
 
@@ -178,6 +178,14 @@ def evaluate(
     # --- Evaluators ---
     seconds |= evals.run(evaluators, context)
 
+    # --- Training dynamics, if the run measured them (evals.dynamics) ---
+    dynamics_name = None if replica is None else f"replica_{replica}"
+    dynamics_files = {}
+    if jax.process_index() == 0 and dynamics.load(workdir, dynamics_name):
+        dynamics_files = dynamics_plots.plot(
+            workdir, f"{context.out_prefix}_dynamics", dynamics_name
+        )
+
     # --- Report ---
     report = {
         "step": step,
@@ -196,6 +204,7 @@ def evaluate(
         "seconds": seconds,
         "details": {name: r.details for name, r in context.results.items()},
         "devices": jax.device_count(),
+        "dynamics_plots": dynamics_files,
     }
     if replica is not None:
         report["replica"] = replica

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -26,7 +27,7 @@ from jaxssl import state as state_lib
 from jaxssl import step as step_lib
 from jaxssl import sweep as sweep_lib
 from jaxssl.data import tfds as input_pipeline
-from jaxssl.evals import features
+from jaxssl.evals import dynamics, dynamics_plots, features
 from jaxssl.metrics import MetricWriter, StepTimer, import_wandb
 
 # A swept value used as a Python number while tracing (`jaxssl.sweep.describe_trace_error`).
@@ -149,11 +150,33 @@ def _make_sweep_functions(
         step_fn = _make_functions(sweep_lib.traced_config(base, replica_values))[3]
         return step_fn(state, batch)
 
-    def init_fn(keys):
-        return jax.vmap(replica_init)(values, keys)
+    if sweep.resolved_mode() == "vmap":
 
-    def step_fn(state, batch):
-        return jax.vmap(replica_step, in_axes=(0, 0, batch_axis))(values, state, batch)
+        def init_fn(keys):
+            return jax.vmap(replica_init)(values, keys)
+
+        def step_fn(state, batch):
+            return jax.vmap(replica_step, in_axes=(0, 0, batch_axis))(values, state, batch)
+
+    else:  # "unroll": each replica's step traced into the one program
+
+        def unrolled(fn, *trees, axes):
+            # jnp.asarray stages the values into the program: replica r reads traced numbers,
+            # as under vmap, so both modes accept and refuse the same fields.
+            def part(tree, r):
+                return jax.tree.map(lambda x: jnp.asarray(x)[r], tree)
+
+            outs = [
+                fn(*(part(t, r) if a == 0 else t for t, a in zip(trees, axes, strict=True)))
+                for r in range(sweep.size)
+            ]
+            return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+
+        def init_fn(keys):
+            return unrolled(replica_init, values, keys, axes=(0, 0))
+
+        def step_fn(state, batch):
+            return unrolled(replica_step, values, state, batch, axes=(0, 0, batch_axis))
 
     return model, init_fn, init_key, step_fn
 
@@ -220,14 +243,53 @@ def current_step(state: state_lib.TrainState) -> int:
 
 
 @functools.partial(jax.jit, static_argnames="mesh")
-def _replica_variables(params, batch_stats, replica, mesh):
-    variables = jax.tree.map(lambda x: x[replica], {"params": params, "batch_stats": batch_stats})
-    return jax.lax.with_sharding_constraint(variables, sharding.replicated(mesh))
+def _replica_part(tree, replica, mesh):
+    part = jax.tree.map(lambda x: x[replica], tree)
+    return jax.lax.with_sharding_constraint(part, sharding.replicated(mesh))
+
+
+def replica_part(tree, replica: int, mesh: jax.sharding.Mesh):
+    """Replica ``replica`` of a sweep's stacked pytree (``[R, ...]`` leaves), whole on every
+    device (one compilation for every replica: the index is an argument)."""
+    return _replica_part(tree, np.int32(replica), mesh)
 
 
 def replica_variables(state: state_lib.TrainState, replica: int, mesh: jax.sharding.Mesh) -> dict:
     """``{"params", "batch_stats"}`` of one replica of a sweep's state, whole on every device."""
-    return _replica_variables(state.params, state.batch_stats, np.int32(replica), mesh)
+    return replica_part({"params": state.params, "batch_stats": state.batch_stats}, replica, mesh)
+
+
+def _make_dynamics(config, run, mesh, workdir, start_step, sweep) -> list[dynamics.Dynamics]:
+    """The training-dynamics instruments: one, or one per replica of a sweep (each with its
+    replica's config, so update ratios use its optimizer), all on one probe set."""
+    method = methods.get_method(config.method.name)
+    first = dynamics.Dynamics(
+        config, run.model, method, mesh, workdir, start_step, name="replica_0" if sweep else None
+    )
+    if sweep is None:
+        return [first]
+    return [first] + [
+        dynamics.Dynamics(
+            sweep.replica_config(config, r),
+            run.model,
+            method,
+            mesh,
+            workdir,
+            start_step,
+            name=f"replica_{r}",
+            probe=first.probe,
+        )
+        for r in range(1, sweep.size)
+    ]
+
+
+def measure_dynamics(instruments, state, step, mesh, sweep) -> None:
+    """`dynamics.Dynamics.measure` of the state (of each replica, for a sweep)."""
+    if sweep is None:
+        instruments[0].measure(state, step)
+        return
+    for replica, instrument in enumerate(instruments):
+        instrument.measure(replica_part(state, replica, mesh), step)
 
 
 def evaluate_state(
@@ -382,6 +444,13 @@ def train_and_evaluate(
 
         train_iter = _train_iterator(config, sweep, start_step)
         stacked = sweep is not None and sweep.data == "independent"
+        # Training dynamics on a fixed probe set (evals.dynamics), outside the hot step.
+        dynamics_every = int(config.evals.dynamics.every_steps)
+        instruments = []
+        if dynamics_every:
+            instruments = _make_dynamics(config, run, mesh, workdir, start_step, sweep)
+            if start_step == 0:
+                measure_dynamics(instruments, state, 0, mesh, sweep)
 
         # --- Loop ---
         writer = MetricWriter(workdir, resume_step=start_step, config=config, sweep=sweep)
@@ -451,6 +520,9 @@ def train_and_evaluate(
                     checkpointer.close()
                     writer.close()
                     return {**last_metrics, "preempted_at_step": step}
+                if dynamics_every and (step % dynamics_every == 0 or is_last):
+                    measure_dynamics(instruments, state, step, mesh, sweep)
+                    timer.restart()
                 evaluate_every = config.evals.knn.every_steps
                 if evaluate_every and step % evaluate_every == 0 and not is_last:
                     writer.write(step, evaluate_state(extractor, state, replicas))
@@ -479,6 +551,8 @@ def train_and_evaluate(
         results = evaluate_state(extractor, state, replicas)
         results["perf/knn_eval_seconds"] = time.perf_counter() - eval_start
         writer.write(step, results)
+        if instruments and jax.process_index() == 0:
+            dynamics_plots.plot_all(workdir)  # dynamics/plots[/replica_<r>]/*.png
         wall_seconds = time.perf_counter() - run_start
         if sweep:
             console.say(

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from jaxssl import errors, evaluate, export, sharding, sweep, trainer
+from jaxssl.evals import dynamics
 from tests import helpers
 from tools import model_selection
 
@@ -104,7 +105,7 @@ def _relative(a, b):
     ("method_name", "specs", "num_devices"),
     [
         ("simclr", ["optim.base_lr=0.1,0.4", "seed=0,3"], 1),
-        # 8 devices: 2 replica groups of 4 devices.
+        # 8 devices: 2 replica groups of 4 devices; the replicas batched by vmap.
         ("simclr", ["optim.base_lr=0.1,0.4", "seed=3"], 8),
         # An EMA teacher's momentum and the weight decay, traced.
         pytest.param(
@@ -117,7 +118,8 @@ def _relative(a, b):
 )
 def test_replica_equals_single_run(method_name, specs, num_devices):
     config = _config(method_name)
-    parsed = sweep.parse(specs, config)
+    # The CPU's default ("auto") unrolls the replicas; GPUs and TPUs vmap them.
+    parsed = sweep.parse(specs, config, mode="vmap" if num_devices == 8 else "unroll")
     singles, params, losses, mesh = _single_runs_and_sweep(config, parsed, num_devices)
     if num_devices == 8:
         assert mesh.shape["replica"] == 2 and mesh.shape["data"] == 4
@@ -132,6 +134,7 @@ def test_replica_equals_single_run(method_name, specs, num_devices):
 def test_sweep_trains_resumes_evaluates_and_exports(tmp_path):
     workdir = str(tmp_path / "sweep")
     config = helpers.smoke_run_config(steps=4, checkpoint_every_steps=2)
+    config.evals.dynamics.update(every_steps=2, num_images=64, batch_size=32)
     parsed = sweep.parse(["optim.base_lr=0.1,0.5"], config, data="independent")
     # Two steps, then the same command resumes to four (the time budget is off).
     trainer.train_and_evaluate(trainer.with_num_steps(config, 2), workdir, parsed)
@@ -144,6 +147,17 @@ def test_sweep_trains_resumes_evaluates_and_exports(tmp_path):
     assert sorted(os.listdir(os.path.join(workdir, "tensorboard"))) == ["replica_0", "replica_1"]
     with open(os.path.join(workdir, sweep.SWEEP_FILE)) as f:
         assert json.load(f)["data"] == "independent"
+    # Training dynamics per replica, measured at steps 0, 2, 4 across the resume, with plots.
+    for replica in (0, 1):
+        spectrum = dynamics.load(workdir, f"replica_{replica}")["spectrum"]
+        np.testing.assert_array_equal(spectrum["step"], [0, 2, 4])
+        plots = os.path.join(workdir, "dynamics", "plots", f"replica_{replica}")
+        assert os.path.exists(os.path.join(plots, "dynamics_summary.png"))
+    # The two replicas' optimizers differ: so do their update-to-weight ratios.
+    ratios = [
+        dynamics.load(workdir, f"replica_{r}")["scalars"]["update_ratio/total"][-1] for r in (0, 1)
+    ]
+    assert ratios[1] > 2 * ratios[0]
 
     # Label-free model selection reads every replica (training's final evaluation).
     selection = model_selection.select([workdir])

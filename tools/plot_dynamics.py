@@ -10,10 +10,9 @@ named set.
 """
 
 import argparse
-import os
 import sys
 
-from jaxssl.evals import dynamics, dynamics_plots
+from jaxssl.evals import dynamics_plots
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,12 +20,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("workdir", help="a run directory, or its dynamics/ directory")
     parser.add_argument("--out", help="where the PNGs go (default WORKDIR/dynamics/plots)")
     args = parser.parse_args(argv)
-    runs = dynamics_plots.find_runs(args.workdir)
+    runs = dynamics_plots.plot_all(args.workdir, args.out)
     if not runs:
         sys.exit(f"error: no dynamics files (spectrum/scalars/layers.npz) under {args.workdir}")
-    out = args.out or os.path.join(dynamics.dynamics_dir(args.workdir), "plots")
-    for label, directory in runs.items():
-        files = dynamics_plots.plot(directory, os.path.join(out, label) if label else out)
+    for files in runs.values():
         for path in files.values():
             print(path)
 

@@ -41,7 +41,7 @@ from jaxssl.configs import base
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    preset = base.parse_arg(arg, "vicreg_cifar10")
+    preset = base.parse_arg(arg, "vicreg_cifar10", (*base.PRESETS, "stepwise"))
     config = base.get_base_config()
     base.apply_long_cifar_recipe(config, "lars", base_lr=0.3, weight_decay=1e-4)
     config.data.crop_scale = (0.2, 1.0)
@@ -72,6 +72,27 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.data.eval_image_size = 24
         config.model.projector_hidden_dim = 1024
         config.model.projector_dim = 1024
+
+    if preset == "stepwise":
+        # Simon et al. (ICML 2023): from a small initialization, joint-embedding losses learn
+        # the embedding's eigendirections one at a time. Their setting as far as this CPU
+        # allows: the embedding starts near zero (the expander's last kernel x 1e-3; BatchNorm
+        # makes the earlier layers' scale irrelevant), plain SGD at a constant small rate (a
+        # gradient-flow picture; LARS would rescale every layer's step to its norm), a narrow
+        # 64-d embedding whose spectrum fits one plot, and the training dynamics instruments
+        # every 10 steps (jaxssl.evals.dynamics) for the spectrum over steps.
+        base.apply_cpu_budget(config, image_size=16, epochs=6.0, minutes=20.0)
+        config.model.projector_hidden_dim = 512
+        config.model.projector_dim = 64
+        config.model.projector_init_scale = 1e-3
+        config.optim.name = "sgd"
+        config.optim.base_lr = 0.02
+        config.optim.momentum = 0.9
+        config.optim.weight_decay = 0.0
+        config.optim.warmup_epochs = 0.0
+        config.optim.end_lr_factor = 1.0  # constant
+        config.evals.dynamics.every_steps = 10
+        config.evals.dynamics.num_images = 1024
 
     if preset == "smoke":
         base.apply_smoke(config)

@@ -219,3 +219,20 @@ def plot(path: str, out_dir: str, name: str | None = None) -> dict[str, str]:
         title = os.path.abspath(dynamics.dynamics_dir(path, name))
         plot_summary(measurements, files["summary"], title)
     return files
+
+
+def plot_all(path: str, out_dir: str | None = None) -> dict[str, dict[str, str]]:
+    """`plot` of every run under a workdir (one, or a sweep's ``replica_<r>``).
+
+    Args:
+      path: a workdir or its dynamics directory.
+      out_dir: where the PNGs go, a subdirectory per named run; default ``dynamics/plots``.
+
+    Returns:
+      ``{label: {figure: path}}``; empty when there are no dynamics files.
+    """
+    out_dir = out_dir or os.path.join(dynamics.dynamics_dir(path), "plots")
+    return {
+        label: plot(directory, os.path.join(out_dir, label) if label else out_dir)
+        for label, directory in find_runs(path).items()
+    }
