@@ -25,6 +25,12 @@ Presets (``--config jaxssl/configs/vicreg_cifar10.py:NAME``):
 
     python -m jaxssl.train --config jaxssl/configs/vicreg_cifar10.py:cpu --workdir /tmp/vicreg_cpu
 
+* ``stepwise``: small-initialization VICReg with the training-dynamics instruments on, for the
+  stepwise-learning figure of docs/research.md (400 steps in 20 minutes of a shared 2-core
+  Intel Xeon; kNN 0.412; embedding eigenvalues rise in order from ~1e-9).
+
+    jaxssl train --config jaxssl/configs/vicreg_cifar10.py:stepwise --workdir /tmp/stepwise
+
 * ``smoke``: tiny model, fake data, a handful of steps; well under a minute. Used by tests.
 
     python -m jaxssl.train --config jaxssl/configs/vicreg_cifar10.py:smoke --workdir /tmp/smoke
@@ -86,7 +92,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.model.projector_dim = 64
         config.model.projector_init_scale = 1e-3
         config.optim.name = "sgd"
-        config.optim.base_lr = 0.02
+        config.optim.base_lr = 0.005  # 0.02 diverged at step 10
         config.optim.momentum = 0.9
         config.optim.weight_decay = 0.0
         config.optim.warmup_epochs = 0.0

@@ -196,7 +196,12 @@ def make_measure_fn(
 
         zeros = jax.tree.map(jnp.zeros_like, state.params)
         chunks = jnp.arange(num_chunks)
-        grads, (clean, firsts, seconds, values, terms) = jax.lax.scan(chunk, zeros, (probe, chunks))
+        # Unrolled: XLA:CPU runs convolutions inside a while loop tens of times slower than the
+        # same convolutions outside one (measured: 8 conv gradients 30.7 s under lax.map,
+        # 0.45 s unrolled), and num_chunks is small.
+        grads, (clean, firsts, seconds, values, terms) = jax.lax.scan(
+            chunk, zeros, (probe, chunks), unroll=True
+        )
         grads = jax.tree.map(lambda g: g / num_chunks, grads)
         rows = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731  [C, B, D] -> [N, D]
 
