@@ -107,6 +107,10 @@ def final_training_evaluation(workdir: str, replica: int) -> dict:
     return {"step": evaluated[-1]["step"], "metrics": evaluated[-1]}
 
 
+def _number(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
 def select(workdirs: list[str], metric: str = "rankme/backbone") -> dict:
     """Ranks ``workdirs`` by ``metric`` and correlates it with the label-based accuracies.
 
@@ -128,16 +132,19 @@ def select(workdirs: list[str], metric: str = "rankme/backbone") -> dict:
             {
                 "workdir": workdir,
                 "step": results["step"],
-                metric: metrics[metric],
-                **{a: metrics[a] for a in ACCURACIES if a in metrics},
+                # A diverged run's NaN is null in the JSON: NaN here, ranked last.
+                metric: _number(metrics[metric]),
+                **{a: _number(metrics[a]) for a in ACCURACIES if a in metrics},
             }
         )
-    runs.sort(key=lambda r: r[metric], reverse=True)
+    runs.sort(key=lambda r: -np.inf if np.isnan(r[metric]) else r[metric], reverse=True)
     correlations, best_by = {}, {}
     for accuracy in ACCURACIES:
         if all(accuracy in r for r in runs):
-            x = np.array([r[metric] for r in runs])
-            y = np.array([r[accuracy] for r in runs])
+            # Correlations over the runs where both are numbers.
+            finite = [r for r in runs if np.isfinite(r[metric]) and np.isfinite(r[accuracy])]
+            x = np.array([r[metric] for r in finite])
+            y = np.array([r[accuracy] for r in finite])
             correlations[accuracy] = {
                 "spearman": spearman(x, y),
                 "kendall_tau_b": kendall_tau_b(x, y),
