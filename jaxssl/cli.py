@@ -63,7 +63,7 @@ SWEEP = flags.DEFINE_multi_string(
     "sweep",
     None,
     "train: FIELD=V1,V2,... (repeatable): train the product of the lists as replicas of one "
-    "compiled program; FIELD is seed or a float of optim, method, model or evals.probe.",
+    "compiled program; FIELD is seed or a float of optim, method, model or evals.probe",
 )
 SWEEP_DATA = flags.DEFINE_enum(
     "sweep_data",
