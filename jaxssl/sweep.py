@@ -80,12 +80,7 @@ class Sweep:
         """``config`` with ``replica``'s values set (references kept, so derived fields follow)."""
         config = copy.deepcopy(config)
         with config.unlocked():
-            for path, value in self.assignment(replica).items():
-                *parents, name = path.split(".")
-                section = config
-                for parent in parents:
-                    section = section[parent]
-                section[name] = value
+            _set_fields(config, self.assignment(replica))
         return config
 
     def label(self, replica: int) -> str:
@@ -109,13 +104,24 @@ class Sweep:
         )
 
 
+def _section(tree, path: str) -> tuple[Any, str]:
+    """``(section, name)`` of the dotted ``path`` in a ConfigDict or nested dict."""
+    *parents, name = path.split(".")
+    for parent in parents:
+        tree = tree[parent]
+    return tree, name
+
+
+def _set_fields(tree, values: dict[str, Any]) -> None:
+    for path, value in values.items():
+        section, name = _section(tree, path)
+        section[name] = value
+
+
 def get_field(config: ml_collections.ConfigDict, path: str) -> Any:
     """The value of the dotted ``path`` in ``config``; a ConfigError naming it if absent."""
-    section = config
-    *parents, name = path.split(".")
     try:
-        for parent in parents:
-            section = section[parent]
+        section, name = _section(config, path)
         return section[name]
     except (KeyError, AttributeError, TypeError):
         raise errors.ConfigError(
@@ -233,12 +239,7 @@ def traced_config(base: dict, values: dict[str, Any]) -> ml_collections.ConfigDi
     ``if``) fails while tracing; `describe_trace_error` turns that into a message naming it.
     """
     tree = copy.deepcopy(base)
-    for path, value in values.items():
-        *parents, name = path.split(".")
-        section = tree
-        for parent in parents:
-            section = section[parent]
-        section[name] = value
+    _set_fields(tree, values)
     return ml_collections.ConfigDict(tree, type_safe=False)
 
 

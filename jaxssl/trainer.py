@@ -83,7 +83,6 @@ class Training:
     init_key: jax.Array  # from config.seed ([R] keys for a sweep)
     train_step: Callable  # jitted (state, batch) -> (state, metrics), state donated
     abstract_state: state_lib.TrainState  # shapes, dtypes and shardings of the state
-    sweep: sweep_lib.Sweep | None = None  # a sweep's replicas: every state leaf is [R, ...]
 
     def init_state(self) -> state_lib.TrainState:
         """A freshly initialized state, laid out on the mesh as ``abstract_state`` says."""
@@ -137,7 +136,7 @@ def _make_sweep_functions(
     """
     configs = [sweep.replica_config(config, r) for r in range(sweep.size)]
     base, values = sweep_lib.hyperparameters(configs)
-    model = _make_functions(sweep_lib.traced_config(base, {}))[0]
+    model = methods.get_method(config.method.name).build_model(config)
     init_key = jax.vmap(lambda seed: jax.random.split(jax.random.key(seed))[0])(
         np.asarray([c.seed for c in configs], np.int32)
     )
@@ -233,7 +232,6 @@ def build(
         init_key=init_key,
         train_step=train_step,
         abstract_state=checkpoint.abstract_with_sharding(abstract, state_sharding),
-        sweep=sweep,
     )
 
 
