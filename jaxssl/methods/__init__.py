@@ -12,6 +12,7 @@ from jaxssl.methods import (
     byol,
     dino,
     emp_ssl,
+    lejepa,
     mocov2,
     mocov3,
     nnclr,
@@ -40,6 +41,7 @@ METHODS: dict[str, Method] = {
     "emp_ssl": emp_ssl.METHOD,
     "dino": dino.METHOD,
     "swav": swav.METHOD,
+    "lejepa": lejepa.METHOD,
 }
 
 
