@@ -81,26 +81,25 @@ def test_abstract_batch_matches_the_input_pipeline(module):
     }
 
 
-@pytest.mark.tpu
-@needs_libtpu
-def test_compile_command_v5e():
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jaxssl.cli",
-            "compile",
-            "--config",
-            os.path.join(REPO, "jaxssl/configs/simclr_imagenet.py:smoke"),
-            "--topology",
-            "v5e:2x2",
-        ],  # fmt: skip
+def _compile_cli(*args: str) -> subprocess.CompletedProcess:
+    """``python -m jaxssl.cli compile ARGS`` on the CPU platform, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "jaxssl.cli", "compile", *args],
         capture_output=True,
         text=True,
         cwd=REPO,
         env={**os.environ, "JAX_PLATFORMS": "cpu", "JAXSSL_MALLOC_TUNING": "0"},
         timeout=600,
     )
+
+
+@pytest.mark.tpu
+@needs_libtpu
+def test_compile_command_v5e():
+    result = _compile_cli(
+        "--config", os.path.join(REPO, "jaxssl/configs/simclr_imagenet.py:smoke"),
+        "--topology", "v5e:2x2",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert all(field in report for field in FIELDS)
@@ -132,16 +131,11 @@ def test_compile_multislice():
 @needs_libtpu
 def test_oversized_batch_fails_with_what_to_change():
     overrides = ["data.image_size=224", "model.width=64", "train.batch_size=16384"]
-    result = subprocess.run(
-        [sys.executable, "-m", "jaxssl.cli", "compile", "--topology", "v5e:2x2"]
-        + ["--config", os.path.join(REPO, "jaxssl/configs/simclr_imagenet.py:smoke")]
-        + ["--nocompile_eval", *(f"--config.{o}" for o in overrides)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "JAX_PLATFORMS": "cpu", "JAXSSL_MALLOC_TUNING": "0"},
-        timeout=600,
-    )
+    result = _compile_cli(
+        "--topology", "v5e:2x2",
+        "--config", os.path.join(REPO, "jaxssl/configs/simclr_imagenet.py:smoke"),
+        "--nocompile_eval", *(f"--config.{o}" for o in overrides),
+    )  # fmt: skip
     # A user error: the report, then one message and exit status 2, no traceback.
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
