@@ -8,7 +8,8 @@ uint8 crops of the config's shape (the input pipeline is left out: a sweep with 
 reads one pipeline for all replicas, which this does not credit), and reports the seconds per
 step and the process's peak resident memory. Speed-up = R x (single run's s/step) / (sweep's
 s/step): above 1, one program beats R runs in a row. Prints a Markdown table; ``--out`` also
-writes JSON. Run it alone on the machine.
+writes JSON. Each child runs with the console script's malloc settings and XLA:CPU flags
+(``jaxssl.platform.configure_program``). Run it alone on the machine.
 """
 
 import argparse
@@ -77,6 +78,11 @@ def main(argv=None) -> None:
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
+        # What the console script does for itself: the malloc settings (a re-exec) and the
+        # XLA:CPU flags, so the times are those of a `jaxssl train` run.
+        from jaxssl import platform  # noqa: PLC0415 (no JAX import)
+
+        platform.configure_program()
         result = measure(args.config, args.child, args.field, args.warmup, args.steps)
         print("RESULT " + json.dumps(result), flush=True)
         return
