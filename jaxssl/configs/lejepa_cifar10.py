@@ -19,7 +19,10 @@ Presets (``--config jaxssl/configs/lejepa_cifar10.py:NAME``):
 
 * ``cpu``: the shared 2-core budget (``base.apply_cpu_budget``: quarter-width ResNet-18) at
   16 px training crops for 26 minutes of training, a 1024 -> 1024 -> 128 projector, kNN on 24 px
-  test images (as ``vicreg_cifar10.py:cpu``). Measured figures: README's per-method table.
+  test images (as ``vicreg_cifar10.py:cpu``). Measured (``jaxssl train``, Intel Xeon with AMX,
+  2 cores): kNN top-1 **0.508** (k=20: 0.526) in 25 min 10 s, 1507 steps (7.7 epochs) at
+  ~520 img/s; RankMe 54.4. Above raw pixels (0.442) and random init (0.308), below VICReg's
+  preset (0.608) in the same budget.
 
     jaxssl train --config jaxssl/configs/lejepa_cifar10.py:cpu --workdir /tmp/lejepa_cpu
 
