@@ -65,6 +65,7 @@ def test_nan_skip_mode_drops_the_update_counts_it_and_goes_on(tmp_path, monkeypa
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
 
 
+@pytest.mark.slow  # the skip mode itself is in the default lane (the test above)
 def test_nan_skip_mode_stops_after_too_many_in_a_row(tmp_path, monkeypatch):
     _poison_inputs(monkeypatch, {2, 3})
     config = helpers.smoke_run_config(steps=4, on_nonfinite="skip", max_consecutive_nonfinite=1)

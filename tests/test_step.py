@@ -27,9 +27,11 @@ def _run(num_devices, method_name):
     return jax.device_get(state), history, grads, train_step
 
 
-# The default lane covers one method of each kind of state: none (SimCLR), an EMA teacher
-# (BYOL) and a queue (MoCo v2); every other registered method runs in the slow lane.
-DEFAULT_LANE = ("simclr", "byol", "mocov2")
+# The default lane covers SimCLR (no state; global negatives); every other registered method,
+# EMA teachers (BYOL) and queues (MoCo v2) included, runs in the slow lane. The default lane
+# still steps an EMA teacher on 1 and 8 devices in tests/test_fsdp.py (BYOL) and a queue in
+# tests/test_moco.py.
+DEFAULT_LANE = ("simclr",)
 
 
 @pytest.mark.parametrize(

@@ -132,6 +132,7 @@ def test_replica_equals_single_run(method_name, specs, num_devices):
     assert all(_relative(first, _replica(params, r)) > 1e-4 for r in range(1, parsed.size))
 
 
+@pytest.mark.slow  # ~2.5 min of compiles; the replica equality above stays in the default lane
 def test_sweep_trains_resumes_evaluates_and_exports(tmp_path):
     workdir = str(tmp_path / "sweep")
     config = helpers.smoke_run_config(steps=4, checkpoint_every_steps=2)
