@@ -167,6 +167,18 @@ def random_views_batch(config: ml_collections.ConfigDict, seed: int = 0) -> dict
     }
 
 
+def smoke_run(config: ml_collections.ConfigDict, num_devices: int = 2):
+    """A smoke ``config`` made to move on step 1 (SGD, no warm-up) on ``num_devices``: its
+    ``(config, mesh, run, fresh state)``, the step built by ``trainer.build``."""
+    config.optim.name = "sgd"  # LARS+warmup starts at lr 0; SGD moves params on step 1
+    config.optim.warmup_epochs = 0.0
+    config.mesh.data = num_devices
+    mesh = sharding.make_mesh(config.mesh)
+    run = trainer.build(config, mesh)
+    state = jax.jit(run.init_fn, out_shardings=sharding.replicated(mesh))(run.init_key)
+    return config, mesh, run, state
+
+
 def method_loss_and_grads(method_name: str, num_devices: int = 1):
     """A method's smoke model, SGD without warm-up, on ``num_devices``: its fresh state, the
     SSL loss and gradients of the first random batch, and the jitted train step.

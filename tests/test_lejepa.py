@@ -5,22 +5,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxssl import sharding, trainer
+from jaxssl import sharding
 from jaxssl.configs import lejepa_cifar10
 from jaxssl.losses import gaussianity
 from jaxssl.methods import lejepa
+from tests import helpers
 
 
 def _build(**method_changes):
     config = lejepa_cifar10.get_config("smoke")
-    config.optim.name = "sgd"  # LARS+warmup starts at lr 0; SGD moves params on step 1
-    config.optim.warmup_epochs = 0.0
-    config.mesh.data = 2
     config.method.update(method_changes)
-    mesh = sharding.make_mesh(config.mesh)
-    run = trainer.build(config, mesh)
-    state = jax.jit(run.init_fn, out_shardings=sharding.replicated(mesh))(run.init_key)
-    return config, mesh, run, state
+    return helpers.smoke_run(config)
 
 
 def _views(config, seed=0, num_local=0):

@@ -6,9 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxssl import sharding, trainer
+from jaxssl import sharding
 from jaxssl.configs import barlow_twins_cifar10, vicreg_cifar10
 from jaxssl.losses import redundancy
+from tests import helpers
 
 # --- Independent float64 references (other formulas than the library's where possible) ---
 
@@ -209,14 +210,7 @@ def test_batch_of_one_is_an_error():
 
 
 def _build(module):
-    config = module.get_config("smoke")
-    config.optim.name = "sgd"  # LARS+warmup starts at lr 0; SGD moves params on step 1
-    config.optim.warmup_epochs = 0.0
-    config.mesh.data = 2
-    mesh = sharding.make_mesh(config.mesh)
-    run = trainer.build(config, mesh)
-    state = jax.jit(run.init_fn, out_shardings=sharding.replicated(mesh))(run.init_key)
-    return config, mesh, run, state
+    return helpers.smoke_run(module.get_config("smoke"))
 
 
 def _batch(config, mesh, seed=0):
