@@ -48,7 +48,7 @@ def export(workdir: str, out_path: str, step: int | None = None, replica: int | 
     _, variables, step = evaluate.restore_state(config, workdir, mesh, step, replica)
     variables = {
         "params": variables["params"]["backbone"],
-        "batch_stats": variables["batch_stats"]["backbone"],
+        "batch_stats": variables["batch_stats"].get("backbone", {}),  # {}: no BatchNorm (ViT)
     }
     payload = {
         "format": FORMAT,

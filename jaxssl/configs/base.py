@@ -128,6 +128,8 @@ def get_base_config() -> ml_collections.ConfigDict:
             patch_size=16,
             image_size=config.data.get_ref("image_size"),  # position-embedding grid size
             pooling="cls",  # cls | mean
+            position="learned",  # learned | sincos (MAE's fixed 2-D table)
+            num_registers=0,  # register tokens (Darcet et al. 2024), never read out
         )
     )
 

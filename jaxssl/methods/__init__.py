@@ -13,6 +13,7 @@ from jaxssl.methods import (
     dino,
     emp_ssl,
     lejepa,
+    mae,
     mocov2,
     mocov3,
     nnclr,
@@ -42,6 +43,7 @@ METHODS: dict[str, Method] = {
     "dino": dino.METHOD,
     "swav": swav.METHOD,
     "lejepa": lejepa.METHOD,
+    "mae": mae.METHOD,
 }
 
 

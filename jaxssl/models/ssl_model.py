@@ -90,7 +90,8 @@ def apply_views(
 
 def make_backbone(model_config: ml_collections.ConfigDict) -> nn.Module:
     """The backbone named by ``config.model.backbone``: a ResNet (``resnet.BACKBONES``: width,
-    stem, conv lowering) or a ViT (``vit.SIZES``: patch size, image size, pooling)."""
+    stem, conv lowering) or a ViT (``vit.SIZES``: patch size, image size, pooling, position
+    embeddings, registers)."""
     dtype = jnp.dtype(model_config.dtype)
     if model_config.backbone in vit.SIZES:
         return vit.make_vit(
@@ -98,6 +99,8 @@ def make_backbone(model_config: ml_collections.ConfigDict) -> nn.Module:
             patch_size=model_config.patch_size,
             image_size=model_config.image_size,
             pooling=model_config.pooling,
+            position=model_config.get("position", "learned"),
+            num_registers=model_config.get("num_registers", 0),
             dtype=dtype,
         )
     return resnet.make_backbone(
