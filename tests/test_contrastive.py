@@ -239,3 +239,64 @@ def test_nnclr_neighbours_and_loss_match_numpy():
     # A support row equal to z is its own neighbour.
     support[7] = _unit(z[2])
     assert int(np.argmax(_unit(z[2]) @ support.T)) == 7
+
+
+def _dcl_one_way_numpy(z1, z2, temperature, sigma):
+    # The reference code's one-way loss (raminnakhli/Decoupled-Contrastive-Learning), in numpy.
+    u = z1 / np.linalg.norm(z1, axis=1, keepdims=True)
+    v = z2 / np.linalg.norm(z2, axis=1, keepdims=True)
+    n = len(u)
+    cross = u @ v.T
+    positive = -np.diag(cross) / temperature
+    if sigma:
+        s = np.sum(u * v, axis=1) / sigma
+        positive = positive * (2 - n * np.exp(s - s.max()) / np.exp(s - s.max()).sum())
+    similarity = np.concatenate([u @ u.T, cross], axis=1) / temperature
+    similarity = similarity + np.tile(np.eye(n), (1, 2)) * np.log(1e-45)
+    top = similarity.max(axis=1, keepdims=True)
+    negative = np.log(np.exp(similarity - top).sum(axis=1)) + top[:, 0]
+    return np.mean(positive + negative)
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.5])
+def test_decoupled_nt_xent_matches_the_reference_both_ways(sigma):
+    rng = np.random.default_rng(3)
+    z1, z2 = rng.normal(size=(2, 12, 6)).astype(np.float32)
+    expected = 0.5 * (
+        _dcl_one_way_numpy(z1, z2, 0.1, sigma) + _dcl_one_way_numpy(z2, z1, 0.1, sigma)
+    )
+    np.testing.assert_allclose(
+        contrastive.decoupled_nt_xent(jnp.asarray(z1), jnp.asarray(z2), 0.1, sigma),
+        expected,
+        rtol=1e-5,
+    )
+
+
+def test_decoupled_nt_xent_is_nt_xent_without_the_positive_in_the_denominator():
+    rng = np.random.default_rng(4)
+    z1, z2 = rng.normal(size=(2, 10, 5)).astype(np.float32)
+    u = np.concatenate([z1, z2]) / np.linalg.norm(np.concatenate([z1, z2]), axis=1, keepdims=True)
+    logits = u @ u.T / 0.2
+    n = 10
+    partner = np.concatenate([np.arange(n, 2 * n), np.arange(n)])
+    positive = logits[np.arange(2 * n), partner]
+    excluded = np.eye(2 * n, dtype=bool)
+    excluded[np.arange(2 * n), partner] = True
+    negatives = np.log(np.sum(np.where(excluded, 0.0, np.exp(logits)), axis=1))
+    np.testing.assert_allclose(
+        contrastive.decoupled_nt_xent(jnp.asarray(z1), jnp.asarray(z2), 0.2),
+        np.mean(negatives - positive),
+        rtol=1e-5,
+    )
+    # With the positive back in the denominator it is NT-Xent, which is always the larger.
+    with_positive = np.log(np.exp(negatives) + np.exp(positive))
+    np.testing.assert_allclose(
+        contrastive.nt_xent(jnp.asarray(z1), jnp.asarray(z2), 0.2),
+        np.mean(with_positive - positive),
+        rtol=1e-5,
+    )
+    # DCLW's weights average to 1 and favour the pairs that are far apart.
+    s = np.sum(u[:n] * u[n:], axis=1) / 0.5
+    weights = 2 - n * np.exp(s) / np.exp(s).sum()
+    np.testing.assert_allclose(weights.mean(), 1.0, rtol=1e-6)
+    assert weights[np.argmin(s)] == weights.max()

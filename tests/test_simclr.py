@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from jaxssl import sharding, trainer
-from jaxssl.configs import simclr_cifar10
+from jaxssl.configs import dcl_cifar10, simclr_cifar10
+from jaxssl.losses import contrastive
 from jaxssl.methods import simclr
+from tests import helpers
 
 
 def _config(loss_impl, grad_accum_steps=1):
@@ -146,3 +148,25 @@ def test_supcon_step_uses_labels():
     )
     _, one_class = run.train_step(run.init_state(), relabelled)
     assert float(metrics["train/loss"]) != float(one_class["train/loss"])
+
+
+def test_dcl_method_is_the_decoupled_loss_of_the_projections_and_checks_its_views():
+    config, mesh, run, state = helpers.smoke_run(dcl_cifar10.get_config("smoke"))
+    config.method.vmf_sigma = 0.5  # DCLW
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    batch = _batch(config, mesh)
+    key = jax.random.key(0)
+    loss, aux = jax.jit(
+        lambda b: simclr.loss_fn(run.model, variables, b, {}, config.method, key, 0)
+    )(batch)
+    b = config.train.batch_size
+    _, z = run.model.apply(
+        variables, batch["global"].reshape(2 * b, 32, 32, 3), mutable=["batch_stats"]
+    )[0]
+    z = z.reshape(b, 2, -1)
+    np.testing.assert_allclose(
+        loss, contrastive.decoupled_nt_xent(z[:, 0], z[:, 1], 0.1, 0.5), rtol=1e-5
+    )
+    three_views = dict(batch, **{"global": jnp.concatenate([batch["global"]] * 2, axis=1)[:, :3]})
+    with pytest.raises(ValueError, match="two-view"):
+        simclr.loss_fn(run.model, variables, three_views, {}, config.method, key, 0)

@@ -44,6 +44,7 @@ METHODS = (
     ("lejepa", "lejepa_cifar10.py", "91.0% linear (EB-JEPA, SIGReg, 300 ep.)"),
     ("mae", "mae_cifar10.py", "89.8% fine-tuned (IcarusWizard/MAE, ViT-T/2, 2000 ep.)"),
     ("emp_ssl", "emp_ssl_cifar10.py", "85.1% linear (EMP-SSL paper, 1 ep. x 200 patches)"),
+    ("dcl", "dcl_cifar10.py", "68.2% linear on ImageNet-1K (DCL paper, batch 256, 200 ep.)"),
     ("supcon", "supcon_cifar10.py", "96.0% (SupCon paper, labels, ResNet-50)"),
 )
 

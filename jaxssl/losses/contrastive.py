@@ -13,7 +13,8 @@ of tens of thousands of views).
 
 The InfoNCE variants with a momentum encoder follow: against a queue of earlier keys (MoCo v2)
 or the other keys of the batch (MoCo v3), and NNCLR's, whose positive is a support-set
-neighbour.
+neighbour. ``decoupled_nt_xent`` is DCL's two-view NT-Xent without the positive in the
+denominator.
 
 References:
   Chen et al., A Simple Framework for Contrastive Learning of Visual Representations (SimCLR),
@@ -26,6 +27,8 @@ References:
   (MoCo v3), ICCV 2021. https://arxiv.org/abs/2104.02057
   Dwibedi et al., With a Little Help from My Friends: Nearest-Neighbor Contrastive Learning
   of Visual Representations (NNCLR), ICCV 2021. https://arxiv.org/abs/2104.14548
+  Yeh et al., Decoupled Contrastive Learning (DCL, DCLW), ECCV 2022.
+  https://arxiv.org/abs/2110.06848
 """
 
 import chex
@@ -110,6 +113,63 @@ def contrastive_top1(z1: jax.Array, z2: jax.Array) -> jax.Array:
     """
     logits, positives = nt_xent_logits(z1, z2, temperature=1.0)
     return jnp.mean(jnp.argmax(logits, axis=-1) == positives)
+
+
+def decoupled_nt_xent(
+    z1: jax.Array, z2: jax.Array, temperature: float = 0.1, vmf_sigma: float = 0.0
+) -> jax.Array:
+    r"""Decoupled contrastive loss (DCL; DCLW with ``vmf_sigma > 0``): NT-Xent without the
+    positive in the denominator.
+
+    With :math:`u_i, v_i` the L2-normalized rows of ``z1``, ``z2`` and :math:`N` the global
+    batch, the one-way loss of anchor :math:`u_i` is
+
+    .. math::
+      \ell_i = -w_i \, u_i^\top v_i / \tau
+        + \log \sum_{k \ne i} \left[ e^{u_i^\top u_k / \tau} + e^{u_i^\top v_k / \tau} \right],
+
+    the same :math:`2N - 2` negatives as NT-Xent, but the positive term no longer appears in
+    the normalizer, which removes the "negative-positive coupling" that makes NT-Xent's
+    gradient vanish for easy positives and small batches (Yeh et al. 2022, Eq. 6; this is also
+    the form in which NT-Xent is often written on slides, a denominator over negatives only).
+    DCL: :math:`w_i = 1`. DCLW: :math:`w_i = 2 - N \, \mathrm{softmax}_i(u_i^\top v_i /
+    \sigma)`, the negative von Mises-Fisher weighting that puts more weight on hard positives.
+    The loss is the mean over anchors of both directions, as lightly's ``DCLLoss`` (the
+    reference code, raminnakhli/Decoupled-Contrastive-Learning, returns one direction and its
+    training script adds the two, twice this value). The weights are not stop-gradiented, as
+    in both. Computed in float32.
+
+    Args:
+      z1: ``[N, D]`` embeddings of the first view.
+      z2: ``[N, D]`` embeddings of the second view; row ``i`` is the positive of ``z1[i]``.
+      temperature: ``tau`` (0.1 in the reference and in lightly).
+      vmf_sigma: ``sigma`` of DCLW's weighting (0.5 in the paper); 0 for DCL.
+
+    Returns:
+      The scalar loss.
+
+    References:
+      Yeh et al., Decoupled Contrastive Learning, ECCV 2022. https://arxiv.org/abs/2110.06848
+    """
+    chex.assert_equal_shape((z1, z2))
+    chex.assert_rank(z1, 2)
+    n = z1.shape[0]
+    u = normalize.l2_normalize(z1.astype(jnp.float32))
+    v = normalize.l2_normalize(z2.astype(jnp.float32))
+    is_self = jnp.eye(n, dtype=bool)
+
+    def one_way(a, b):  # anchors a, positives b: [N] losses
+        cross = a @ b.T / temperature  # [N, N], the positives on the diagonal
+        within = a @ a.T / temperature  # [N, N], the anchor itself on the diagonal
+        positive = -jnp.diagonal(cross)
+        if vmf_sigma > 0:
+            positive = positive * (2.0 - n * jax.nn.softmax(jnp.sum(a * b, -1) / vmf_sigma))
+        negatives = jnp.concatenate(
+            [jnp.where(is_self, -jnp.inf, within), jnp.where(is_self, -jnp.inf, cross)], axis=1
+        )  # [N, 2N]
+        return positive + jax.nn.logsumexp(negatives, axis=1)
+
+    return 0.5 * (jnp.mean(one_way(u, v)) + jnp.mean(one_way(v, u)))
 
 
 # --- The positive-pair graph ---

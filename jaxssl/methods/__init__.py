@@ -35,6 +35,8 @@ METHODS: dict[str, Method] = {
     "vicreg": vicreg.METHOD,
     # SupCon is SimCLR's method over the label graph (config.method.graph = "label").
     "supcon": simclr.METHOD,
+    # DCL / DCLW are SimCLR's method with the decoupled loss (config.method.decoupled).
+    "dcl": simclr.METHOD,
     "wmse": wmse.METHOD,
     "mocov2": mocov2.METHOD,
     "mocov3": mocov3.METHOD,

@@ -1,15 +1,18 @@
-"""SimCLR: augmented views, a projector, NT-Xent over the global batch; and SupCon.
+"""SimCLR: augmented views, a projector, NT-Xent over the global batch; SupCon; DCL.
 
 SupCon is this method with another positive-pair graph (``config.method.graph``): ``"label"``
 links every view of every image of the same class (Khosla et al.'s :math:`L^{sup}_{out}`),
 ``"union"`` links labelled examples by class and the rest by image (semi-supervised). The loss
-is ``contrastive.multi_positive_nt_xent`` in every case.
+is ``contrastive.multi_positive_nt_xent`` in every case. DCL (and DCLW) is this method with
+``config.method.decoupled``: ``contrastive.decoupled_nt_xent``, the positive out of the
+denominator (and ``vmf_sigma > 0``: DCLW's von Mises-Fisher weights on the positives).
 
 References:
   Chen et al., A Simple Framework for Contrastive Learning of Visual Representations,
   ICML 2020. https://arxiv.org/abs/2002.05709
   Khosla et al., Supervised Contrastive Learning, NeurIPS 2020.
   https://arxiv.org/abs/2004.11362
+  Yeh et al., Decoupled Contrastive Learning, ECCV 2022. https://arxiv.org/abs/2110.06848
 """
 
 import flax.linen as nn
@@ -108,7 +111,8 @@ def loss_fn(
         ``batch["local"]``: ``[B, L, h, w, 3]``.
       method_state: SimCLR has none (``{}``); returned as is.
       config: the ``config.method`` section (``temperature``, ``loss_impl``: a key of
-        ``LOSS_IMPLS``, ``loss_chunk_size``: columns per chunk of ``"blockwise"``).
+        ``LOSS_IMPLS``, ``loss_chunk_size``: columns per chunk of ``"blockwise"``; optional
+        ``decoupled`` and ``vmf_sigma``: DCL / DCLW, two views, dense).
       rng: unused (SimCLR's model is deterministic); part of the method protocol.
       step: unused (no schedule inside the loss); part of the method protocol.
 
@@ -135,6 +139,20 @@ def loss_fn(
         (_, local_projections), _ = ssl_model.apply_views(model, variables, batch["local"])
         projections = jnp.concatenate([projections, local_projections.reshape(b * num_local, -1)])
         ids = jnp.concatenate([ids, contrastive.augmentation_graph_ids(b, num_local)])
+    if config.get("decoupled", False):
+        if v != 2 or "local" in batch or config.get("graph", "augmentation") != "augmentation":
+            raise ValueError(
+                "method.decoupled (DCL) is the two-view loss of the augmentation graph: use "
+                "data.num_views=2, no local views and method.graph='augmentation'."
+            )
+        z = projections.reshape(b, 2, -1)  # [B, 2, P]
+        loss = contrastive.decoupled_nt_xent(
+            z[:, 0], z[:, 1], config.temperature, config.get("vmf_sigma", 0.0)
+        )
+        top1 = contrastive.multi_positive_top1(projections, ids=ids)
+        return loss, base.LossAux(
+            features, batch_stats, method_state, {"train/contrastive_top1": top1}
+        )
     if config.get("graph", "augmentation") != "augmentation":
         ids = graph_ids(ids, batch["label"], batch["index"], config)
     loss, top1 = LOSS_IMPLS[config.loss_impl](projections, ids, config)  # z: [B*(V+L), P]
