@@ -31,6 +31,19 @@ def cosine_momentum(step: jax.Array | int, total_steps: float, base: float = 0.9
     return 1.0 - (1.0 - base) * (jnp.cos(jnp.pi * progress) + 1.0) / 2.0
 
 
+def linear_momentum(step: jax.Array | int, total_steps: float, base: float = 0.996) -> jax.Array:
+    r"""I-JEPA's EMA momentum, from ``base`` at step 0 to 1 at ``total_steps`` on a line:
+    :math:`m(k) = m_0 + (1 - m_0) \, k / K`, ``k`` clipped to ``[0, K]``.
+
+    References:
+      Assran et al., I-JEPA, CVPR 2023 (code: ``momentum_scheduler`` in ``src/train.py``,
+      ``ipe_scale`` 1). https://arxiv.org/abs/2301.08243
+    """
+    total = max(float(total_steps), 1.0)
+    progress = jnp.clip(jnp.asarray(step, jnp.float32), 0.0, total) / total
+    return base + (1.0 - base) * progress
+
+
 def teacher_temperature(
     step: jax.Array | int,
     warmup_steps: float,

@@ -1,4 +1,4 @@
-"""Reconstruction losses of masked image modeling."""
+"""Reconstruction losses of masked image modeling: pixels (MAE) and features (I-JEPA)."""
 
 import jax
 import jax.numpy as jnp
@@ -38,3 +38,46 @@ def masked_patch_mse(
     if normalize_targets:
         targets = standardize_patches(targets)
     return jnp.mean(jnp.square(predictions - targets))
+
+
+def layer_norm(x: jax.Array, eps: float = 1e-5) -> jax.Array:
+    """Standardization over the last axis without scale or bias: I-JEPA's
+    ``F.layer_norm(h, (h.size(-1),))`` of the target features (biased variance, eps 1e-5)."""
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.var(x, axis=-1, keepdims=True)
+    return (x - mean) / jnp.sqrt(var + eps)
+
+
+def smooth_l1(x: jax.Array, beta: float = 1.0) -> jax.Array:
+    """Elementwise Huber-type ``smooth_l1_loss`` of a difference (PyTorch's, ``beta`` 1)."""
+    a = jnp.abs(x)
+    return jnp.where(a < beta, 0.5 * x * x / beta, a - 0.5 * beta)
+
+
+def masked_feature_regression(
+    predictions: jax.Array, targets: jax.Array, valid: jax.Array, kind: str = "smooth_l1"
+) -> jax.Array:
+    r"""I-JEPA's loss: predicted against target features at the target tokens, mean over the
+    valid tokens and the feature axis.
+
+    .. math::
+      \mathcal{L} = \frac{1}{D \, |V|} \sum_{t \in V} \sum_{d} \rho(\hat{s}_{td} - s_{td})
+
+    with :math:`\rho` the smooth-L1 of the reference code (``F.smooth_l1_loss``, beta 1;
+    the paper writes an L2 distance) or the square (``kind="l2"``). Padding tokens (``valid``
+    False) count for nothing; with no padding this is the reference's mean over all elements.
+
+    Args:
+      predictions: ``[..., T, D]``.
+      targets: ``[..., T, D]`` (layer-normed target-encoder features; no gradient wanted: the
+        caller stops it).
+      valid: ``[..., T]`` bool.
+      kind: ``"smooth_l1"`` (reference code) or ``"l2"`` (paper's text).
+    """
+    if kind not in ("smooth_l1", "l2"):
+        raise ValueError(f"Unknown feature loss {kind!r}; valid: 'smooth_l1', 'l2'.")
+    diff = predictions.astype(jnp.float32) - targets.astype(jnp.float32)
+    per_element = smooth_l1(diff) if kind == "smooth_l1" else jnp.square(diff)
+    weights = valid.astype(jnp.float32)[..., None]  # [..., T, 1]
+    count = jnp.maximum(jnp.sum(weights) * diff.shape[-1], 1.0)
+    return jnp.sum(per_element * weights) / count

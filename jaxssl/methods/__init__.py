@@ -3,7 +3,7 @@
 A method is a value, ``Method(build_model, loss_fn, init_state, update_state)``, of pure
 functions that the one jitted train step calls; each module ends with ``METHOD = Method(...)``
 and no method module imports another. Shared pieces: ``teacher.py`` (the EMA teacher of BYOL,
-MoCo and DINO), ``queue.py`` (the FIFO queue of MoCo v2, NNCLR and SwAV).
+MoCo, DINO and I-JEPA), ``queue.py`` (the FIFO queue of MoCo v2, NNCLR and SwAV).
 """
 
 from jaxssl import errors
@@ -12,6 +12,7 @@ from jaxssl.methods import (
     byol,
     dino,
     emp_ssl,
+    ijepa,
     lejepa,
     mae,
     mocov2,
@@ -46,6 +47,7 @@ METHODS: dict[str, Method] = {
     "swav": swav.METHOD,
     "lejepa": lejepa.METHOD,
     "mae": mae.METHOD,
+    "ijepa": ijepa.METHOD,
 }
 
 

@@ -1,10 +1,10 @@
-"""The EMA teacher (BYOL's target, MoCo's key encoder, DINO's teacher): init and update.
+"""The EMA teacher (BYOL's target, MoCo's key encoder, DINO's and I-JEPA's teacher).
 
 The teacher is a copy of the online backbone and projector (not the predictor), kept in the
 method state as ``{"target": {"params": ..., "batch_stats": ...}}``, a variables dict for
 ``model.project``; after every optimizer update it moves towards the new online weights with
 BYOL's cosine momentum schedule (`jaxssl.schedules.cosine_momentum`, ``config.base_momentum``
-at step 0 to 1 at the end of the run).
+at step 0 to 1 at the end of the run), or I-JEPA's linear one (``config.momentum_schedule``).
 
 References:
   Grill et al., Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning,
@@ -17,6 +17,12 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxssl import schedules
+
+# config.method.momentum_schedule -> (step, num_steps, base) -> momentum.
+MOMENTUM_SCHEDULES = {
+    "cosine": schedules.cosine_momentum,  # BYOL, MoCo, DINO
+    "linear": schedules.linear_momentum,  # I-JEPA
+}
 
 # The submodules of SSLModel that the teacher copies (not the predictor).
 TARGET_MODULES = ("backbone", "projector")
@@ -67,7 +73,8 @@ def update_state(
     Returns:
       The method state with the updated target.
     """
-    momentum = schedules.cosine_momentum(step, num_steps, config.base_momentum)
+    schedule = MOMENTUM_SCHEDULES[config.get("momentum_schedule", "cosine")]
+    momentum = schedule(step, num_steps, config.base_momentum)
     online = {"params": target_part(params), "batch_stats": target_part(batch_stats)}
     target = jax.tree.map(
         lambda t, o: momentum * t + (1.0 - momentum) * o, method_state["target"], online

@@ -1,4 +1,4 @@
-"""Masked image modeling networks: a token predictor and the masked autoencoder around a ViT.
+"""Masked image modeling networks: a token predictor, MAE's autoencoder and I-JEPA's network.
 
 ``TokenPredictor`` is the narrow transformer that MAE calls its decoder and I-JEPA its
 predictor: the encoder's tokens at known positions go in, one shared learned mask token per
@@ -52,6 +52,8 @@ class TokenPredictor(nn.Module):
         query_positions: jax.Array,
         grid: tuple[int, int],
         prefix: jax.Array | None = None,
+        context_valid: jax.Array | None = None,
+        query_valid: jax.Array | None = None,
     ) -> jax.Array:
         """Predictions ``[B, Q, output_dim]`` at ``query_positions``.
 
@@ -62,6 +64,10 @@ class TokenPredictor(nn.Module):
           grid: ``(rows, columns)`` of the image's patch grid.
           prefix: optional position-free tokens ``[B, P, D_enc]`` (MAE feeds the CLS token to
             its decoder with a zero position embedding).
+          context_valid: optional ``[B, K]`` bool: padding slots of the context (never
+            attended to).
+          query_valid: optional ``[B, Q]`` bool: padding slots of the queries (never attended
+            to; their predictions are meaningless and must be masked out of a loss).
         """
         chex.assert_rank([context, context_positions, query_positions], [3, 2, 2])
         b, q = query_positions.shape
@@ -77,10 +83,21 @@ class TokenPredictor(nn.Module):
         if prefix is not None:
             parts.insert(0, embed(prefix.astype(self.dtype)))
         x = jnp.concatenate(parts, axis=1)  # [B, P + K + Q, E]
+        valid = None
+        if context_valid is not None or query_valid is not None:
+            k = context.shape[1]
+            valid = jnp.concatenate(
+                [
+                    jnp.ones((b, x.shape[1] - k - q), bool),  # the prefix
+                    jnp.ones((b, k), bool) if context_valid is None else context_valid,
+                    jnp.ones((b, q), bool) if query_valid is None else query_valid,
+                ],
+                axis=1,
+            ).astype(bool)  # [B, P + K + Q]
         for i in range(self.depth):
             x = vit.EncoderBlock(
                 self.num_heads, self.mlp_ratio, dtype=self.dtype, name=f"block{i + 1}"
-            )(x)
+            )(x, valid)
         x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x[:, x.shape[1] - q :])
         out = nn.Dense(self.output_dim, dtype=self.dtype, name="output")(x)
         return out.astype(jnp.float32)  # [B, Q, output_dim]
@@ -138,3 +155,64 @@ class MaskedAutoencoder(nn.Module):
     def embed(self, images: jax.Array) -> jax.Array:
         """The encoder's pooled features of whole images (no masking), ``[B, D]``."""
         return self.backbone(images, train=False)
+
+
+class JointEmbeddingPredictor(nn.Module):
+    """I-JEPA's online network: a ViT context encoder and a ``TokenPredictor`` of target tokens.
+
+    In training, ``__call__(images, masks=...)`` encodes the context tokens of each image and
+    predicts, per target block, the target encoder's tokens at its positions; it returns
+    ``(features, predictions)``: the mean of the valid context tokens ``[B, D]`` (the online
+    probe reads it) and ``[B, J, T, D]``. The context is repeated once per target block, as the
+    reference's predictor does. In inference mode it encodes whole images and returns
+    ``(features, features)`` (no projection head). ``embed``: whole images; ``tokens``: every
+    patch token of whole images (the EMA target encoder's call).
+
+    Attributes:
+      backbone: the ViT context encoder (its EMA copy is the target encoder).
+      predictor: the ``TokenPredictor`` (``output_dim`` = the encoder width).
+    """
+
+    backbone: vit.ViT
+    predictor: TokenPredictor
+
+    def __call__(
+        self, images: jax.Array, train: bool = True, masks: masking.BlockMasks | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        if not train:
+            features = self.embed(images)
+            return features, features
+        b = images.shape[0]
+        p = self.backbone.patch_size
+        grid = (images.shape[1] // p, images.shape[2] // p)
+        if masks is None:  # initialization: every token as context, one 1-token target
+            n = grid[0] * grid[1]
+            masks = masking.BlockMasks(
+                context=jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n)),
+                context_valid=jnp.ones((b, n), bool),
+                targets=jnp.zeros((b, 1, 1), jnp.int32),
+                targets_valid=jnp.ones((b, 1, 1), bool),
+            )
+        _, tokens = self.backbone(
+            images, keep=masks.context, keep_valid=masks.context_valid, output="tokens"
+        )  # [B, K, D]
+        _, j, t = masks.targets.shape
+        repeat = lambda x: jnp.repeat(x, j, axis=0)  # noqa: E731  [B, ...] -> [B*J, ...]
+        predictions = self.predictor(
+            repeat(tokens),
+            repeat(masks.context),
+            masks.targets.reshape(b * j, t),
+            grid,
+            context_valid=repeat(masks.context_valid),
+            query_valid=masks.targets_valid.reshape(b * j, t),
+        )  # [B*J, T, D]
+        features = vit.mean_tokens(tokens, masks.context_valid)
+        return features, predictions.reshape(b, j, t, -1)
+
+    def embed(self, images: jax.Array) -> jax.Array:
+        """The encoder's pooled features of whole images (no masking), ``[B, D]``."""
+        return self.backbone(images, train=False)
+
+    def tokens(self, images: jax.Array) -> jax.Array:
+        """The encoder's final patch tokens of whole images, ``[B, N, D]``."""
+        return self.backbone(images, output="tokens")[1]

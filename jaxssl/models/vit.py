@@ -82,6 +82,14 @@ def gather_tokens(tokens: jax.Array, indices: jax.Array) -> jax.Array:
     return jnp.take_along_axis(tokens, indices[..., None], axis=1)
 
 
+def mean_tokens(tokens: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+    """Mean of ``[B, K, D]`` tokens over ``K``, over the ``valid`` ``[B, K]`` ones if given."""
+    if valid is None:
+        return jnp.mean(tokens, axis=1)
+    weights = valid.astype(tokens.dtype)[..., None]  # [B, K, 1]
+    return jnp.sum(tokens * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
+
+
 def interpolate_grid(embeddings: jax.Array, grid: tuple[int, int]) -> jax.Array:
     """Position embeddings ``[N, D]`` of a square grid resized (bicubic) to ``grid``: ``[h*w, D]``.
 
@@ -107,16 +115,19 @@ class EncoderBlock(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+        """``x``: tokens ``[B, L, D]``; ``valid``: optional ``[B, L]`` bool, the tokens that may
+        be attended to (padding slots are not; their own outputs are computed but meaningless)."""
         d = x.shape[-1]
         norm = functools.partial(nn.LayerNorm, epsilon=1e-6, dtype=self.dtype)
+        mask = None if valid is None else valid[:, None, None, :]  # [B, 1, 1, L]: keys
         y = nn.MultiHeadDotProductAttention(
             num_heads=self.num_heads,
             dtype=self.dtype,
             kernel_init=_dense_init,
             force_fp32_for_softmax=True,
             name="attention",
-        )(norm(name="norm1")(x))
+        )(norm(name="norm1")(x), mask=mask)
         x = x + y
         y = norm(name="norm2")(x)
         y = nn.Dense(
@@ -163,6 +174,7 @@ class ViT(nn.Module):
         train: bool = True,
         keep: jax.Array | None = None,
         output: str = "pooled",
+        keep_valid: jax.Array | None = None,
     ):
         """Embeds images ``[B, H, W, 3]``.
 
@@ -173,6 +185,9 @@ class ViT(nn.Module):
             over the ``H/p x W/p`` grid); None: all of them.
           output: ``"pooled"``: ``[B, D]`` features by ``pooling``; ``"tokens"``: ``(cls
             [B, D], patches [B, K, D])``, the final (layer-normed) CLS and patch tokens.
+          keep_valid: optional ``[B, K]`` bool with ``keep``: which kept slots hold a token (a
+            fixed-shape index array padded where an image has fewer, as I-JEPA's contexts);
+            padding is never attended to and mean pooling skips it.
         """
         del train  # no BatchNorm or dropout: train and eval modes are the same function
         chex.assert_rank(x, 4)  # [B, H, W, 3]
@@ -215,15 +230,20 @@ class ViT(nn.Module):
             )
             prefix.append(jnp.broadcast_to(registers.astype(self.dtype), (b, *registers.shape[1:])))
         tokens = jnp.concatenate([*prefix, tokens], axis=1)  # [B, 1 + R + K, D]
+        valid = None
+        if keep_valid is not None:
+            chex.assert_shape(keep_valid, (b, n))
+            prefix_valid = jnp.ones((b, tokens.shape[1] - n), bool)
+            valid = jnp.concatenate([prefix_valid, keep_valid.astype(bool)], axis=1)
         for i in range(self.depth):
             tokens = EncoderBlock(
                 self.num_heads, self.mlp_ratio, dtype=self.dtype, name=f"block{i + 1}"
-            )(tokens)
+            )(tokens, valid)
         tokens = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(tokens)
         cls_out, patches = tokens[:, 0], tokens[:, tokens.shape[1] - n :]  # [B, D], [B, K, D]
         if output == "tokens":
             return cls_out.astype(jnp.float32), patches.astype(jnp.float32)
-        pooled = cls_out if self.pooling == "cls" else jnp.mean(patches, axis=1)
+        pooled = cls_out if self.pooling == "cls" else mean_tokens(patches, keep_valid)
         return pooled.astype(jnp.float32)  # [B, D]
 
 
