@@ -1,6 +1,10 @@
 """kNN top-1 baselines a trained model must beat, on the config's dataset.
 
     python tools/knn_baselines.py --config jaxssl/configs/simclr_cifar10.py:cpu [--out base.json]
+    python tools/knn_baselines.py --config jaxssl/configs/mae_cifar10.py:cpu --linear
+
+``--linear`` adds the linear probe (`jaxssl eval`'s protocol, ``config.evals.linear``) of the
+randomly initialized backbone, the baseline of methods reported by linear probe (MAE, I-JEPA).
 
 * raw pixels: each image flattened, centred by its own mean, L2-normalised;
 * random init: the config's backbone with freshly initialized weights (BatchNorm running
@@ -20,6 +24,7 @@ from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config[:preset].", lock_config=True)
 _OUT = flags.DEFINE_string("out", None, "Also write the JSON result to this file.")
+_LINEAR = flags.DEFINE_bool("linear", False, "Also the linear probe of the random init.")
 flags.mark_flag_as_required("config")
 
 
@@ -32,7 +37,7 @@ def main(argv):
     import jax.numpy as jnp
 
     from jaxssl import sharding, trainer
-    from jaxssl.evals import features, knn
+    from jaxssl.evals import features, knn, linear
 
     config = _CONFIG.value
     mesh = sharding.make_mesh(config.mesh)
@@ -42,7 +47,12 @@ def main(argv):
         "protocol": f"kNN k={config.evals.knn.k} T={config.evals.knn.temperature} cosine, "
         f"{config.data.eval_train_split} -> {config.data.eval_test_split}"
     }
-    result["random_init_knn_top1"] = trainer.evaluate_state(extractor, run.init_state())["knn/top1"]
+    init = run.init_state()
+    result["random_init_knn_top1"] = trainer.evaluate_state(extractor, init)["knn/top1"]
+    if _LINEAR.value:
+        init_context = extractor.extract({"params": init.params, "batch_stats": init.batch_stats})
+        probe = linear.run(init_context).metrics
+        result["random_init_linear_top1"] = probe["linear/top1"]
 
     def raw_pixels(variables, images):  # uint8 pixels in [0, 1], centred per image
         del variables

@@ -43,6 +43,8 @@ METHODS = (
     ("dino", "dino_cifar10.py", "89.5% linear (solo-learn, 1000 ep.)"),
     ("lejepa", "lejepa_cifar10.py", "91.0% linear (EB-JEPA, SIGReg, 300 ep.)"),
     ("ijepa", "ijepa_cifar10.py", "no CIFAR-10 figure published (paper: ImageNet ViT-B/L/H)"),
+    ("tico", "tico_cifar10.py", "no CIFAR-10 figure checked"),
+    ("mmcr", "mmcr_cifar10.py", "no CIFAR-10 figure checked"),
     ("mae", "mae_cifar10.py", "89.8% fine-tuned (IcarusWizard/MAE, ViT-T/2, 2000 ep.)"),
     ("emp_ssl", "emp_ssl_cifar10.py", "85.1% linear (EMP-SSL paper, 1 ep. x 200 patches)"),
     ("dcl", "dcl_cifar10.py", "68.2% linear on ImageNet-1K (DCL paper, batch 256, 200 ep.)"),

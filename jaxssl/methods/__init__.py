@@ -15,12 +15,14 @@ from jaxssl.methods import (
     ijepa,
     lejepa,
     mae,
+    mmcr,
     mocov2,
     mocov3,
     nnclr,
     simclr,
     simsiam,
     swav,
+    tico,
     vicreg,
     wmse,
 )
@@ -48,6 +50,8 @@ METHODS: dict[str, Method] = {
     "lejepa": lejepa.METHOD,
     "mae": mae.METHOD,
     "ijepa": ijepa.METHOD,
+    "tico": tico.METHOD,
+    "mmcr": mmcr.METHOD,
 }
 
 

@@ -1,0 +1,103 @@
+"""TiCo and MMCR: the losses against numpy, their invariants, and their methods' steps."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxssl import sharding
+from jaxssl.configs import mmcr_cifar10, tico_cifar10
+from jaxssl.losses import capacity
+from jaxssl.methods import mmcr, tico
+from tests import helpers
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_tico_matches_the_papers_algorithm():
+    rng = np.random.default_rng(0)
+    z1, z2 = rng.normal(size=(2, 16, 5)).astype(np.float32)
+    previous = rng.normal(size=(5, 5)).astype(np.float32)
+    previous = previous @ previous.T / 5
+    u, v = _unit(z1), _unit(z2)
+    c = 0.9 * previous + 0.1 * u.T @ u / 16
+    expected = -np.mean(np.sum(u * v, 1)) + 20.0 * np.mean(np.sum((u @ c) * u, 1))
+    loss, updated = capacity.tico_loss(jnp.asarray(z1), jnp.asarray(z2), jnp.asarray(previous))
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    np.testing.assert_allclose(updated, c, rtol=1e-5, atol=1e-6)
+    # The previous covariance is a constant: no gradient reaches it.
+    grad = jax.grad(lambda c: capacity.tico_loss(jnp.asarray(z1), jnp.asarray(z2), c)[0])(
+        jnp.asarray(previous)
+    )
+    np.testing.assert_array_equal(grad, 0.0)
+
+
+def test_tico_rewards_agreeing_views_and_penalizes_collapse():
+    rng = np.random.default_rng(1)
+    spread = rng.normal(size=(64, 8)).astype(np.float32)
+    collapsed = np.ones((64, 8), np.float32) + 0.01 * spread
+    zero = jnp.zeros((8, 8))
+    loss_spread, _ = capacity.tico_loss(spread, spread, zero)
+    loss_collapsed, _ = capacity.tico_loss(collapsed, collapsed, zero)
+    loss_disagree, _ = capacity.tico_loss(spread, -spread, zero)
+    assert loss_spread < loss_collapsed and loss_spread < loss_disagree
+
+
+def test_mmcr_matches_numpy_svd():
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=(12, 4, 6)).astype(np.float32)
+    u = _unit(z)
+    centroids = u.mean(1)
+    global_nuc = np.linalg.svd(centroids, compute_uv=False).sum()
+    local_nuc = sum(np.linalg.svd(u[b].T, compute_uv=False).sum() for b in range(12))
+    for lmbda in (0.0, 0.5):
+        loss, terms = capacity.mmcr_loss(jnp.asarray(z), lmbda)
+        np.testing.assert_allclose(loss, lmbda * local_nuc / 12 - global_nuc, rtol=1e-5)
+        np.testing.assert_allclose(terms["global_nuclear"], global_nuc, rtol=1e-5)
+    assert np.all(np.isfinite(jax.grad(lambda z: capacity.mmcr_loss(z)[0])(jnp.asarray(z))))
+
+
+def test_mmcr_is_lowest_for_invariant_views_of_spread_images():
+    # B = D orthonormal images, every view the same: centroids are the identity, ||C||_* = B;
+    # collapse (all images alike) gives 1; views that cancel give ~0.
+    eye = np.eye(6, dtype=np.float32)
+    invariant = np.repeat(eye[:, None], 3, axis=1)
+    collapsed = np.ones((6, 3, 6), np.float32)
+    cancelling = np.stack([eye, -eye], axis=1)
+    values = [
+        float(capacity.mmcr_loss(jnp.asarray(z))[0]) for z in (invariant, collapsed, cancelling)
+    ]
+    np.testing.assert_allclose(values, [-6.0, -1.0, 0.0], atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["tico", "mmcr"])
+def test_smoke_train_steps_stay_finite_and_lower_the_loss(name):
+    module, config_module = {"tico": (tico, tico_cifar10), "mmcr": (mmcr, mmcr_cifar10)}[name]
+    config, mesh, run, state = helpers.smoke_run(config_module.get_config("smoke"))
+    rng = np.random.default_rng(0)
+    b = config.train.batch_size
+    views = config.data.num_views
+    host = {
+        "global": rng.normal(size=(b, views, 32, 32, 3)).astype(np.float32),
+        "label": rng.integers(0, 10, size=(b,)).astype(np.int32),
+    }
+    batch = sharding.to_global(host, mesh)
+
+    @jax.jit
+    def loss(state):
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        zero_state = jax.tree.map(jnp.zeros_like, state.method_state)
+        return module.loss_fn(run.model, variables, batch, zero_state, config.method, None, 0)[0]
+
+    before = float(loss(state))
+    for _ in range(4):
+        state, metrics = run.train_step(state, batch)
+        assert not jax.device_get(metrics["train/nonfinite"])
+    chex.assert_tree_all_finite(jax.device_get(state.params))
+    assert float(loss(state)) < before
+    if name == "tico":  # the EMA covariance moved from zero towards the projections' Gram
+        covariance = np.asarray(state.method_state["covariance"])
+        assert covariance.shape == (16, 16) and np.trace(covariance) > 0.1
