@@ -101,3 +101,22 @@ def test_smoke_train_steps_stay_finite_and_lower_the_loss(name):
     if name == "tico":  # the EMA covariance moved from zero towards the projections' Gram
         covariance = np.asarray(state.method_state["covariance"])
         assert covariance.shape == (16, 16) and np.trace(covariance) > 0.1
+
+
+def test_koleo_matches_numpy_and_falls_as_points_spread():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(20, 5)).astype(np.float32)
+    u = _unit(x)
+    dots = u @ u.T
+    np.fill_diagonal(dots, -np.inf)
+    nearest = dots.argmax(1)
+    distances = np.linalg.norm(u - u[nearest] + 1e-8, axis=1)
+    np.testing.assert_allclose(
+        capacity.koleo(jnp.asarray(x)), -np.mean(np.log(distances + 1e-8)), rtol=1e-5
+    )
+    clustered = np.ones((20, 5), np.float32) + 0.05 * x
+    assert float(capacity.koleo(jnp.asarray(x))) < float(capacity.koleo(jnp.asarray(clustered)))
+    # Duplicates stay finite, with finite gradients.
+    duplicated = np.concatenate([x[:10], x[:10]])
+    assert np.isfinite(float(capacity.koleo(jnp.asarray(duplicated))))
+    assert np.all(np.isfinite(jax.grad(capacity.koleo)(jnp.asarray(duplicated))))

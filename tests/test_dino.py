@@ -10,7 +10,7 @@ import pytest
 
 from jaxssl import schedules, sharding, trainer
 from jaxssl.configs import dino_cifar10
-from jaxssl.losses import distillation
+from jaxssl.losses import capacity, distillation
 from jaxssl.methods import dino
 from jaxssl.models import heads
 
@@ -255,3 +255,20 @@ def test_smoke_preset_trains_with_center_ema_and_schedules(smoke):
     assert np.abs(history[2] - history[1]).max() > 1e-6
     chex.assert_tree_all_finite(jax.device_get((state.params, state.method_state)))
     assert int(state.nonfinite_steps) == 0
+
+
+def test_koleo_weight_adds_dinov2_koleo_of_each_global_views_features(smoke):
+    config, mesh, run, state = smoke
+    batch = _batch(config, mesh, seed=3)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    with_koleo = config.method.copy_and_resolve_references()
+    with_koleo.koleo_weight = 0.1
+
+    def loss(method_config):
+        return dino.loss_fn(run.model, variables, batch, state.method_state, method_config, None, 0)
+
+    plain, _ = loss(config.method)
+    value, aux = loss(with_koleo)
+    spread = capacity.koleo(aux.features[:, 0]) + capacity.koleo(aux.features[:, 1])
+    np.testing.assert_allclose(aux.metrics["train/koleo"], spread, rtol=1e-5)
+    np.testing.assert_allclose(value, plain + 0.1 * spread, rtol=1e-5)

@@ -70,6 +70,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.method.teacher_temp = 0.07
     config.method.warmup_teacher_temp_epochs = 50.0
     config.method.center_momentum = 0.9
+    config.method.koleo_weight = 0.0  # > 0: DINOv2's KoLeo on backbone features (0.1 there)
     # EMA momentum of the teacher: cosine from base_momentum at step 0 to 1 at the last step.
     config.method.base_momentum = 0.9995  # solo-learn's CIFAR value (DINO's ImageNet: 0.996)
     config.method.freeze_last_layer_epochs = 1.0

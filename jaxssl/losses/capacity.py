@@ -1,5 +1,5 @@
-"""Losses on the spread of the embedding distribution: TiCo's covariance contrast and MMCR's
-manifold capacity (nuclear norm of the view centroids).
+"""Losses on the spread of the embedding distribution: TiCo's covariance contrast, MMCR's
+manifold capacity (nuclear norm of the view centroids) and the KoLeo regularizer of DINOv2.
 
 Both act on L2-normalized embeddings of the **global** batch under ``jax.jit`` (the
 references all-gather). Computed in float32; the ``[D, D]`` and SVD inputs at full precision.
@@ -10,6 +10,9 @@ References:
   Yerxa, Kuang, Simoncelli & Chung, Learning Efficient Coding of Natural Images with Maximum
   Manifold Capacity Representations (MMCR), NeurIPS 2023. https://arxiv.org/abs/2303.03307
   (code: ThomasYerxa/mmcr)
+  Sablayrolles, Douze, Schmid & Jegou, Spreading Vectors for Similarity Search (KoLeo), ICLR
+  2019. https://arxiv.org/abs/1806.03198; Oquab et al., DINOv2, 2023 (its ``KoLeoLoss``).
+  https://arxiv.org/abs/2304.07193
 """
 
 import chex
@@ -95,3 +98,29 @@ def mmcr_loss(z: jax.Array, lmbda: float = 0.0) -> tuple[jax.Array, dict[str, ja
     local_nuclear = jnp.sum(nuclear_norm(u)) if lmbda else jnp.zeros((), jnp.float32)
     loss = lmbda * local_nuclear / z.shape[0] - global_nuclear
     return loss, {"global_nuclear": global_nuclear, "local_nuclear": local_nuclear}
+
+
+def koleo(x: jax.Array, eps: float = 1e-8) -> jax.Array:
+    r"""KoLeo: the negative log distance of each L2-normalized row to its nearest other row.
+
+    .. math::
+      \mathcal{L} = -\frac{1}{N} \sum_i \log\left(\min_{j \ne i}
+        \lVert u_i - u_j \rVert + \epsilon\right)
+
+    the Kozachenko-Leonenko entropy estimator up to constants: it falls as points spread.
+    As DINOv2's ``KoLeoLoss``: the neighbour is the largest inner product (no gradient
+    through the choice), the distance is ``torch.nn.PairwiseDistance``'s
+    :math:`\lVert u_i - u_j + \epsilon \rVert` (finite for duplicate points). DINOv2 takes
+    neighbours within each GPU's batch; under ``jit`` here they come from the global batch.
+
+    Args:
+      x: ``[N, D]`` (normalized here).
+      eps: the distance's and the logarithm's epsilon (1e-8).
+    """
+    chex.assert_rank(x, 2)
+    u = normalize.l2_normalize(x.astype(jnp.float32))
+    dots = jnp.einsum("nd,md->nm", u, u, precision=jax.lax.Precision.HIGHEST)
+    dots = jnp.where(jnp.eye(u.shape[0], dtype=bool), -jnp.inf, dots)
+    nearest = jax.lax.stop_gradient(jnp.argmax(dots, axis=1))  # [N]
+    distances = jnp.sqrt(jnp.sum(jnp.square(u - u[nearest] + eps), axis=-1))
+    return -jnp.mean(jnp.log(distances + eps))

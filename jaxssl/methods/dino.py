@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxssl import schedules
-from jaxssl.losses import distillation
+from jaxssl.losses import capacity, distillation
 from jaxssl.methods import base, teacher
 from jaxssl.models import heads, ssl_model
 
@@ -97,7 +97,10 @@ def loss_fn(
         ``batch["local"]``: ``[B, L, h, w, 3]``.
       method_state: ``{"target", "center"}`` (``init_state``).
       config: ``config.method``: ``student_temp``, ``teacher_temp``, ``warmup_teacher_temp``,
-        ``warmup_teacher_temp_steps``, ``center_momentum``, ``freeze_last_layer_steps``.
+        ``warmup_teacher_temp_steps``, ``center_momentum``, ``freeze_last_layer_steps``;
+        optional ``koleo_weight`` (> 0: DINOv2's KoLeo regularizer, ``capacity.koleo``, on
+        the student's backbone features of each global view, summed over the views, weight
+        0.1 in DINOv2).
       rng: unused (the model is deterministic); part of the method protocol.
       step: int32 scalar, the step being trained (``state.step``), for schedules.
 
@@ -136,6 +139,11 @@ def loss_fn(
         "center": distillation.update_center(center, teacher_out, config.center_momentum),
     }
     metrics = {"train/teacher_temp": teacher_temp, "train/teacher_entropy": entropy}
+    if config.get("koleo_weight", 0.0):
+        # DINOv2's KoLeo on the student's backbone features, per global view, summed.
+        spread = sum(capacity.koleo(features[:, i]) for i in range(v))
+        loss = loss + config.koleo_weight * spread
+        metrics["train/koleo"] = jax.lax.stop_gradient(spread)
     return loss, base.LossAux(features, batch_stats, new_state, metrics)
 
 
