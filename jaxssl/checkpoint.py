@@ -39,13 +39,16 @@ class NoUsableCheckpointError(errors.UserError, RuntimeError):
 _COMPUTE_ONLY = {"dtype", "conv_impl"}
 # Fields that only set initial values: a resumed state has its own.
 _INIT_ONLY = {"projector_init_scale"}
-_VIT_ONLY = {"patch_size", "image_size", "pooling"}
+_VIT_ONLY = {"patch_size", "image_size", "pooling", "position", "num_registers"}
+# Fields added after checkpoints were written, with the value that reproduces the older
+# behaviour: a checkpoint whose config lacks them was trained with that value.
+_ADDED_LATER = {"model": {"position": "learned", "num_registers": 0}}
 _RESNET_ONLY = {"width", "stem", "bn_momentum"}
 
 
 def _defining(config: dict) -> dict:
     """The model and method sections of ``config``, less the keys that do not define the state."""
-    defining = {k: dict(config.get(k) or {}) for k in _STATE_DEFINING}
+    defining = {k: {**_ADDED_LATER.get(k, {}), **(config.get(k) or {})} for k in _STATE_DEFINING}
     model = defining["model"]
     ignored = (
         _COMPUTE_ONLY
