@@ -39,10 +39,20 @@ class NoUsableCheckpointError(errors.UserError, RuntimeError):
 _COMPUTE_ONLY = {"dtype", "conv_impl"}
 # Fields that only set initial values: a resumed state has its own.
 _INIT_ONLY = {"projector_init_scale"}
-_VIT_ONLY = {"patch_size", "image_size", "pooling", "position", "num_registers"}
+_VIT_ONLY = {"patch_size", "image_size", "pooling", "position", "num_registers", "mask_token"}
 # Fields added after checkpoints were written, with the value that reproduces the older
-# behaviour: a checkpoint whose config lacks them was trained with that value.
-_ADDED_LATER = {"model": {"position": "learned", "num_registers": 0}}
+# behaviour: a checkpoint whose config lacks them was trained with that value (both sides get
+# the defaults, so a method without the field compares equal too). JSON values, as saved.
+_ADDED_LATER = {
+    "model": {"position": "learned", "num_registers": 0, "mask_token": False},
+    "method": {  # DINO's DINOv2 options
+        "koleo_weight": 0.0,
+        "ibot_weight": 0.0,
+        "mask_probability": 0.5,
+        "mask_ratio": [0.1, 0.5],
+        "centering": "center",
+    },
+}
 _RESNET_ONLY = {"width", "stem", "bn_momentum"}
 
 

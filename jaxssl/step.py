@@ -8,13 +8,39 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxssl import methods
+from jaxssl import errors, methods
 from jaxssl.data import color
+from jaxssl.losses import gaussianity
 from jaxssl.state import TrainState
 
 # Folded into the base key once: the colour augmentation's randomness is its own stream,
 # independent of the key the method's loss gets (``fold_in(base_key, step)``).
 _AUGMENT_STREAM = 0x61756721
+# Folded into the step's key for the drop-in SIGReg's directions, apart from the method's draws.
+_SIGREG_STREAM = 0x73696772
+
+
+def sigreg_penalty(
+    embeddings: jax.Array | None, rng: jax.Array, config: ml_collections.ConfigDict
+) -> jax.Array:
+    """SIGReg of a method's ``[B, V, P]`` projections: the mean over views of
+    `gaussianity.sliced_epps_pulley` over the global batch, every view with the same
+    directions, drawn from ``fold_in(rng, _SIGREG_STREAM)`` (``config``: ``config.sigreg``)."""
+    if embeddings is None:
+        raise errors.ConfigError(
+            "sigreg.weight > 0 needs a method whose loss reports the embeddings it shapes "
+            "(LossAux.embeddings); this one does not. Set sigreg.weight=0, or use one of "
+            "simclr, dcl, supcon, vicreg, barlow_twins, byol, simsiam, wmse, tico, mmcr "
+            "(LeJEPA has SIGReg in its own loss)."
+        )
+    key = jax.random.fold_in(rng, _SIGREG_STREAM)
+    per_view = jax.vmap(
+        lambda z: gaussianity.sliced_epps_pulley(
+            z, key, config.num_slices, config.t_max, config.num_knots
+        ),
+        in_axes=1,
+    )(embeddings)  # [V]
+    return jnp.mean(per_view)
 
 
 def make_train_step(
@@ -57,6 +83,12 @@ def make_train_step(
     def total_loss(params, probe_params, batch_stats, method_state, batch, rng, step):
         variables = {"params": params, "batch_stats": batch_stats}
         loss, aux = method.loss_fn(model, variables, batch, method_state, config.method, rng, step)
+        extra = {}
+        weight = config.sigreg.weight  # a traced [R] value in a sweep: then always computed
+        if not (isinstance(weight, int | float) and weight == 0):
+            sigreg = sigreg_penalty(aux.embeddings, rng, config.sigreg)
+            loss = loss + weight * sigreg
+            extra["train/sigreg"] = jax.lax.stop_gradient(sigreg)
         # The probe reads features but must never shape them: labels stay out of pre-training.
         features = jax.lax.stop_gradient(aux.features)  # [B, V, D]
         features = features.reshape(-1, features.shape[-1])  # [B*V, D]
@@ -65,6 +97,7 @@ def make_train_step(
         probe_loss = optax.softmax_cross_entropy_with_integer_labels(logits, probe_labels).mean()
         metrics = {
             **aux.metrics,
+            **extra,
             "train/loss": loss,
             "probe/loss": probe_loss,
             "probe/top1": jnp.mean(jnp.argmax(logits, -1) == probe_labels),

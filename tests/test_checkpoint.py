@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from jaxssl import checkpoint, sharding, trainer
-from jaxssl.configs import mocov2_cifar10
+from jaxssl.configs import dino_cifar10, mae_cifar10, mocov2_cifar10
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "data", "mocov2_smoke_checkpoint")
 
@@ -46,3 +46,27 @@ def test_a_checkpoint_from_before_methods_became_values_restores_identically(tmp
     assert set(got) == set(expected)
     assert got == expected
     assert int(state.step) == 2 and "queue" in state.method_state
+
+
+def test_fields_added_later_compare_equal_to_the_behaviour_before_them():
+    # A DINO run saved before DINOv2's options, a ViT run before registers and the mask token.
+    for config, model_keys, method_keys in (
+        (
+            dino_cifar10.get_config("smoke"),
+            (),
+            ("koleo_weight", "ibot_weight", "mask_probability", "mask_ratio", "centering"),
+        ),
+        (mae_cifar10.get_config("smoke"), ("num_registers", "mask_token"), ()),
+    ):
+        current = json.loads(config.to_json())
+        old = json.loads(config.to_json())
+        for key in model_keys:
+            del old["model"][key]
+        for key in method_keys:
+            del old["method"][key]
+        assert checkpoint._defining(old) == checkpoint._defining(current)
+        if method_keys:
+            current["method"]["ibot_weight"] = 1.0  # a real change still shows
+        else:
+            current["model"]["num_registers"] = 4
+        assert checkpoint._defining(old) != checkpoint._defining(current)

@@ -90,3 +90,16 @@ def test_loss_needs_two_views():
 def _cosines(shape, seed):
     """Scores in [-1, 1] like SwAV's cosine similarities."""
     return np.tanh(np.random.default_rng(seed).normal(size=shape)).astype(np.float32)
+
+
+def test_sinkhorn_over_valid_samples_is_sinkhorn_of_those_rows():
+    # DINOv2 balances the masked patch tokens only: the fixed-shape form with `valid`.
+    scores = 3.0 * _cosines((20, 6), 2)
+    valid = np.random.default_rng(3).random(20) < 0.5
+    got = np.asarray(clustering.sinkhorn_knopp(scores, 0.07, 3, valid=jnp.asarray(valid)))
+    np.testing.assert_allclose(
+        got[valid], helpers.numpy_sinkhorn(scores[valid], 0.07, 3), rtol=2e-5, atol=1e-7
+    )
+    assert np.all(got[~valid] == 0)
+    none = clustering.sinkhorn_knopp(scores, 0.07, 3, valid=jnp.zeros(20, bool))
+    assert np.all(np.asarray(none) == 0)

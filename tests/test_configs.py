@@ -20,6 +20,7 @@ STEPS = {
     "byol_cifar10": ((195312, 1953), (585, 58), (4, 1)),
     "dcl_cifar10": ((97656, 1953), (1171, 58), (4, 1)),
     "dino_cifar10": ((195312, 1953), (683, 58), (4, 1)),
+    "dinov2_cifar10": ((29296, 976), (781, 58), (4, 1)),
     "emp_ssl_cifar10": ((500, 0), (781, 0), (4, 0)),
     "ijepa_cifar10": ((29296, 3906), (781, 58), (4, 1)),
     "lejepa_cifar10": ((58593, 1953), (1171, 58), (4, 1)),
@@ -42,6 +43,10 @@ METHOD_STEPS = {
     "dino_cifar10": {
         "warmup_teacher_temp_steps": (9765, 0, 2),
         "freeze_last_layer_steps": (195, 48, 1),
+    },
+    "dinov2_cifar10": {
+        "warmup_teacher_temp_steps": (2929, 0, 2),
+        "freeze_last_layer_steps": (97, 48, 1),
     },
     "swav_cifar10": {
         "freeze_prototypes_steps": (390, 48, 1),

@@ -8,11 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxssl import schedules, sharding, trainer
-from jaxssl.configs import dino_cifar10
+from jaxssl import errors, schedules, sharding, trainer
+from jaxssl.configs import dino_cifar10, dinov2_cifar10
 from jaxssl.losses import capacity, distillation
 from jaxssl.methods import dino
-from jaxssl.models import heads
+from jaxssl.models import heads, masking, ssl_model
 
 
 def _random(shape, seed, scale=1.0):
@@ -272,3 +272,110 @@ def test_koleo_weight_adds_dinov2_koleo_of_each_global_views_features(smoke):
     spread = capacity.koleo(aux.features[:, 0]) + capacity.koleo(aux.features[:, 1])
     np.testing.assert_allclose(aux.metrics["train/koleo"], spread, rtol=1e-5)
     np.testing.assert_allclose(value, plain + 0.1 * spread, rtol=1e-5)
+
+
+# --- DINOv2's additions: iBOT's masked-patch loss, Sinkhorn-Knopp targets ---
+
+
+@pytest.fixture(scope="module")
+def dinov2_smoke():
+    config = dinov2_cifar10.get_config("smoke")
+    config.optim.name = "sgd"
+    config.optim.warmup_epochs = 0.0
+    config.mesh.data = 2
+    mesh = sharding.make_mesh(config.mesh)
+    run = trainer.build(config, mesh)
+    state = jax.device_get(run.init_state())
+    return config, mesh, run, state
+
+
+def test_ibot_adds_the_shared_heads_masked_patch_loss_and_moves_a_patch_center(dinov2_smoke):
+    config, mesh, run, state = dinov2_smoke
+    assert state.method_state["patch_center"].shape == (config.method.out_dim,)
+    batch = _batch(config, mesh, seed=4)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    method_config = config.method.copy_and_resolve_references()
+    method_config.centering = "center"
+    method_config.koleo_weight = 0.0
+    method_config.ibot_weight = 0.5
+    rng = jax.random.key(7)
+    value, aux = dino.loss_fn(
+        run.model, variables, batch, state.method_state, method_config, rng, 3
+    )
+    b, grid = config.train.batch_size, (32 // 8) ** 2
+    mask = masking.patch_masks(rng, 2 * b, grid, 0.5, (0.1, 0.5)).reshape(b, 2, grid)
+    views = batch["global"]
+    (_, s_cls, s_patch), _ = ssl_model.apply_token_views(run.model, variables, views, mask)
+    (_, t_cls, t_patch), _ = ssl_model.apply_token_views(
+        run.model, state.method_state["target"], batch["global"]
+    )
+    temp = schedules.teacher_temperature(
+        3, method_config.warmup_teacher_temp_steps, 0.04, method_config.teacher_temp
+    )
+    patch_center = state.method_state["patch_center"]
+    patch_loss = distillation.ibot_patch_loss(
+        s_patch, distillation.teacher_probabilities(t_patch, patch_center, temp), mask, 0.1
+    )
+    dino_part = distillation.dino_loss(s_cls, t_cls, state.method_state["center"], temp, 0.1)
+    np.testing.assert_allclose(aux.metrics["train/ibot"], patch_loss, rtol=1e-5)
+    np.testing.assert_allclose(value, dino_part + 0.5 * patch_loss, rtol=1e-5)
+    np.testing.assert_allclose(
+        aux.method_state["patch_center"],
+        0.1 * distillation.masked_center(t_patch, mask),
+        rtol=1e-5,
+        atol=1e-7,
+    )
+    assert 0.0 < float(aux.metrics["train/masked_fraction"]) < 0.5
+    # No image masked: no patch loss, and the CLS loss is DINO's on the plain views.
+    method_config.mask_probability = 0.0
+    value, aux = dino.loss_fn(
+        run.model, variables, batch, state.method_state, method_config, rng, 3
+    )
+    assert float(aux.metrics["train/ibot"]) == 0.0
+    (_, plain_cls, _), _ = ssl_model.apply_token_views(run.model, variables, batch["global"])
+    np.testing.assert_allclose(
+        value,
+        distillation.dino_loss(plain_cls, t_cls, state.method_state["center"], temp, 0.1),
+        rtol=1e-5,
+    )
+
+
+def test_sinkhorn_centering_gives_balanced_targets_and_keeps_the_centers(dinov2_smoke):
+    config, mesh, run, state = dinov2_smoke
+    assert config.method.centering == "sinkhorn"
+    batch = _batch(config, mesh, seed=5)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    value, aux = dino.loss_fn(
+        run.model, variables, batch, state.method_state, config.method, jax.random.key(1), 0
+    )
+    assert np.isfinite(float(value)) and float(aux.metrics["train/ibot"]) > 0
+    chex.assert_trees_all_equal(
+        (aux.method_state["center"], aux.method_state["patch_center"]),
+        (state.method_state["center"], state.method_state["patch_center"]),
+    )
+    assert "train/koleo" in aux.metrics
+
+
+def test_dinov2_smoke_steps_stay_finite_and_ibot_needs_a_vit_with_a_mask_token(dinov2_smoke):
+    config, mesh, run, state = dinov2_smoke
+    state = run.init_state()
+    for seed in range(3):
+        state, metrics = run.train_step(state, _batch(config, mesh, seed=seed))
+        assert not jax.device_get(metrics["train/nonfinite"])
+        assert float(metrics["train/ibot"]) > 0
+    chex.assert_tree_all_finite(jax.device_get((state.params, state.method_state)))
+    resnet = dino_cifar10.get_config("smoke")
+    resnet.method.ibot_weight = 1.0
+    resnet_run = trainer.build(resnet, sharding.make_mesh(resnet.mesh))
+    resnet_state = jax.device_get(resnet_run.init_state())
+    variables = {"params": resnet_state.params, "batch_stats": resnet_state.batch_stats}
+    with pytest.raises(errors.ConfigError, match="mask_token=True"):
+        dino.loss_fn(
+            resnet_run.model,
+            variables,
+            _batch(resnet, sharding.make_mesh(resnet.mesh)),
+            resnet_state.method_state,
+            resnet.method,
+            jax.random.key(0),
+            0,
+        )

@@ -134,3 +134,45 @@ def _np_softmax(x):
     x = x - x.max(-1, keepdims=True)
     e = np.exp(x)
     return e / e.sum(-1, keepdims=True)
+
+
+def test_cross_view_entropy_from_targets_is_dino_loss():
+    student, teacher = _random((6, 4, 10), 0), _random((6, 2, 10), 1)
+    center = _random((10,), 2, 0.1)
+    targets = distillation.teacher_probabilities(teacher, center, 0.04)
+    np.testing.assert_allclose(
+        distillation.cross_view_entropy(student, targets, 0.1),
+        distillation.dino_loss(student, teacher, center, 0.04, 0.1),
+        rtol=1e-6,
+    )
+
+
+def test_ibot_patch_loss_matches_numpy_and_ignores_unmasked_patches():
+    b, v, n, k = 5, 2, 6, 7
+    student, teacher = _random((b, v, n, k), 3), _random((b, v, n, k), 4)
+    targets = np.asarray(jax.nn.softmax(teacher / 0.05, axis=-1))
+    mask = np.random.default_rng(5).random((b, v, n)) < 0.4
+    mask[0, 0] = False  # an unmasked view of an image adds 0
+    loss = distillation.ibot_patch_loss(student, targets, mask, 0.1)
+    log_p = student / 0.1 - np.log(np.exp(student / 0.1).sum(-1, keepdims=True))
+    ce = -(targets * log_p).sum(-1)  # [B, V, N]
+    expected = sum(
+        np.mean([ce[i, j][mask[i, j]].sum() / max(mask[i, j].sum(), 1) for i in range(b)])
+        for j in range(v)
+    )
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    # Student outputs at unmasked patches get no gradient; the targets none at all.
+    grad = jax.grad(distillation.ibot_patch_loss, argnums=(0, 1))(student, targets, mask, 0.1)
+    assert np.all(np.asarray(grad[0])[~mask] == 0) and np.any(np.asarray(grad[0])[mask] != 0)
+    assert np.all(np.asarray(grad[1]) == 0)
+
+
+def test_masked_center_is_the_mean_over_masked_patches():
+    teacher = _random((3, 2, 4, 5), 6)
+    mask = np.zeros((3, 2, 4), bool)
+    mask[1, 0, [0, 3]] = True
+    mask[2, 1, 2] = True
+    np.testing.assert_allclose(
+        distillation.masked_center(teacher, mask), teacher[mask].mean(0), rtol=1e-6
+    )
+    np.testing.assert_allclose(distillation.masked_center(teacher, ~np.ones_like(mask)), 0.0)

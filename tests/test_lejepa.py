@@ -1,12 +1,15 @@
-"""LeJEPA: the loss is its two logged terms weighted by lambd; local views; train steps."""
+"""LeJEPA: the loss is its two logged terms weighted by lambd; local views; train steps. SIGReg
+as a drop-in regularizer of other methods (``config.sigreg``)."""
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from jaxssl import sharding
-from jaxssl.configs import lejepa_cifar10
+from jaxssl import errors, sharding
+from jaxssl import step as step_lib
+from jaxssl.configs import lejepa_cifar10, vicreg_cifar10
 from jaxssl.losses import gaussianity
 from jaxssl.methods import lejepa
 from tests import helpers
@@ -88,3 +91,61 @@ def test_smoke_train_steps_stay_finite_and_lower_the_loss():
         assert not jax.device_get(metrics["train/nonfinite"])
     chex.assert_tree_all_finite(jax.device_get(state.params))
     assert float(loss(state)) < before
+
+
+# --- SIGReg as a drop-in regularizer of other methods (config.sigreg, added by the step) ---
+
+
+def _vicreg_sigreg_run(weight, **method_changes):
+    config = vicreg_cifar10.get_config("smoke")
+    config.sigreg.weight = weight
+    config.method.update(method_changes)
+    return helpers.smoke_run(config)
+
+
+def test_sigreg_penalty_is_the_views_mean_with_shared_directions_and_flags_collapse():
+    rng = jax.random.key(3)
+    z = jax.random.normal(jax.random.key(0), (512, 2, 16))
+    config = vicreg_cifar10.get_config("smoke").sigreg
+    key = jax.random.fold_in(rng, step_lib._SIGREG_STREAM)
+    expected = np.mean([gaussianity.sliced_epps_pulley(z[:, v], key) for v in range(2)])
+    gaussian = float(step_lib.sigreg_penalty(z, rng, config))
+    np.testing.assert_allclose(gaussian, expected, rtol=1e-6)
+    collapsed = float(step_lib.sigreg_penalty(jnp.ones_like(z), rng, config))
+    assert gaussian < 1.0 < 50 * gaussian < collapsed
+    with pytest.raises(errors.ConfigError, match="sigreg.weight"):
+        step_lib.sigreg_penalty(None, rng, config)
+
+
+def test_sigreg_dropin_adds_its_weighted_term_to_the_step_loss():
+    weight = 0.25
+    plain_config, mesh, plain_run, state = _vicreg_sigreg_run(0.0)
+    _, _, run, _ = _vicreg_sigreg_run(weight)
+    batch = sharding.to_global(helpers.random_views_batch(plain_config), mesh)
+    _, plain = plain_run.train_step(jax.tree.map(jnp.copy, state), batch)
+    _, metrics = run.train_step(jax.tree.map(jnp.copy, state), batch)
+    assert "train/sigreg" not in plain and float(metrics["train/sigreg"]) > 0
+    np.testing.assert_allclose(
+        metrics["train/loss"],
+        plain["train/loss"] + weight * metrics["train/sigreg"],
+        rtol=1e-5,
+    )
+
+
+def test_invariance_plus_sigreg_alone_trains_and_other_methods_refuse_it():
+    # EB-JEPA's variant: VICReg's variance and covariance terms replaced by SIGReg.
+    config, mesh, run, state = _vicreg_sigreg_run(1.0, std_coeff=0.0, cov_coeff=0.0)
+    batch = sharding.to_global(helpers.random_views_batch(config), mesh)
+    first = None
+    for _ in range(4):
+        state, metrics = run.train_step(state, batch)
+        assert not jax.device_get(metrics["train/nonfinite"])
+        first = float(metrics["train/loss"]) if first is None else first
+    assert float(metrics["train/loss"]) < first
+    # MAE reconstructs pixels: no embeddings to regularize, a clear error at the first step.
+    mae = helpers.method_smoke_config("mae")
+    mae.sigreg.weight = 0.1
+    mae_config, mae_mesh, mae_run, mae_state = helpers.smoke_run(mae)
+    mae_batch = sharding.to_global(helpers.random_views_batch(mae_config), mae_mesh)
+    with pytest.raises(errors.ConfigError, match="LossAux.embeddings"):
+        mae_run.train_step(mae_state, mae_batch)

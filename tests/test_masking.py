@@ -96,3 +96,48 @@ def test_registers_attend_but_are_not_read_out():
     plain, plain_variables, _ = _tiny()
     assert set(plain_variables["params"]) == set(variables["params"]) - {"registers"}
     np.testing.assert_allclose(model.apply(variables, x), cls, atol=1e-6)
+
+
+def test_patch_masks_counts_ratios_and_determinism():
+    key = jax.random.key(4)
+    masks = np.asarray(masking.patch_masks(key, 4000, 64, 0.5, (0.1, 0.5)))
+    assert masks.shape == (4000, 64) and masks.dtype == bool
+    counts = masks.sum(1)
+    masked = counts > 0
+    assert 0.45 < masked.mean() < 0.55
+    assert counts[masked].min() >= 6 and counts[masked].max() <= 32  # floor(0.1*64), 0.5*64
+    assert abs(counts[masked].mean() - 0.3 * 64) < 1.0  # uniform ratios: mean 0.3
+    # Positions uniform: every token masked about equally often.
+    per_token = masks[masked].mean(0)
+    assert per_token.min() > 0.22 and per_token.max() < 0.38
+    np.testing.assert_array_equal(masks, masking.patch_masks(key, 4000, 64, 0.5, (0.1, 0.5)))
+    assert not np.array_equal(masks, masking.patch_masks(jax.random.key(5), 4000, 64))
+    assert not masking.patch_masks(key, 8, 64, 0.0).any()
+    with pytest.raises(ValueError, match="ratio range"):
+        masking.patch_masks(key, 8, 64, 0.5, (0.6, 0.5))
+
+
+def test_the_mask_token_replaces_masked_patch_embeddings_only():
+    model, variables, x = _tiny(mask_token=True)
+    assert variables["params"]["mask_token"].shape == (1, 1, 16)
+    none = np.zeros((3, 16), bool)
+    np.testing.assert_allclose(model.apply(variables, x, mask=none), model.apply(variables, x))
+    mask = none.copy()
+    mask[0, [1, 6]] = True
+    # A masked patch's pixels no longer matter; an unmasked image is unchanged.
+    changed = x.copy()
+    changed[0, 0:4, 4:8] += 5.0  # patch 1 (row 0, column 1)
+    first = model.apply(variables, x, mask=mask, output="tokens")
+    second = model.apply(variables, changed, mask=mask, output="tokens")
+    np.testing.assert_allclose(first[1], second[1], atol=1e-6)
+    np.testing.assert_allclose(first[1][1:], model.apply(variables, x, output="tokens")[1][1:])
+    assert not np.allclose(first[1][0], model.apply(variables, x, output="tokens")[1][0])
+    # The token is learned: changing it changes masked images only.
+    moved = jax.tree.map(lambda a: a, variables)
+    moved["params"]["mask_token"] = moved["params"]["mask_token"] + 1.0
+    third = model.apply(moved, x, mask=mask, output="tokens")
+    assert not np.allclose(third[1][0], first[1][0])
+    np.testing.assert_allclose(third[1][1:], first[1][1:])
+    plain, plain_variables, _ = _tiny()
+    with pytest.raises(ValueError, match="mask_token=True"):
+        plain.apply(plain_variables, x, mask=mask)

@@ -41,6 +41,7 @@ METHODS = (
     ("wmse", "wmse_cifar10.py", "88.7% linear (solo-learn, 1000 ep.)"),
     ("swav", "swav_cifar10.py", "89.2% linear (solo-learn, 1000 ep.)"),
     ("dino", "dino_cifar10.py", "89.5% linear (solo-learn, 1000 ep.)"),
+    ("dinov2", "dinov2_cifar10.py", "no CIFAR-10 pretraining figure published"),
     ("lejepa", "lejepa_cifar10.py", "91.0% linear (EB-JEPA, SIGReg, 300 ep.)"),
     ("ijepa", "ijepa_cifar10.py", "no CIFAR-10 figure published (paper: ImageNet ViT-B/L/H)"),
     ("tico", "tico_cifar10.py", "no CIFAR-10 figure checked"),

@@ -130,6 +130,7 @@ def get_base_config() -> ml_collections.ConfigDict:
             pooling="cls",  # cls | mean
             position="learned",  # learned | sincos (MAE's fixed 2-D table)
             num_registers=0,  # register tokens (Darcet et al. 2024), never read out
+            mask_token=False,  # a learned mask token for iBOT's masked patches (DINOv2)
         )
     )
 
@@ -235,6 +236,15 @@ def get_base_config() -> ml_collections.ConfigDict:
     # fsdp > 1 splits parameters and optimizer state over groups of fsdp devices (arrays of at
     # least fsdp_min_size elements, along their largest divisible axis): jaxssl/sharding.py.
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, fsdp_min_size=2**14))
+
+    # --- SIGReg as a drop-in regularizer of any joint-embedding method (LeJEPA's, Balestriero
+    # & LeCun 2025): the train step adds weight * mean over global views of the sliced
+    # Epps-Pulley statistic of the method's projections over the global batch (jaxssl/step.py),
+    # directions redrawn every step. E.g. VICReg with std_coeff=cov_coeff=0 and weight > 0 is
+    # EB-JEPA's "SIGReg instead of VICReg's variance and covariance". 0: off.
+    config.sigreg = ml_collections.ConfigDict(
+        dict(weight=0.0, num_slices=256, t_max=3.0, num_knots=17)
+    )
     return config
 
 

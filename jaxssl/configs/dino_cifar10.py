@@ -71,6 +71,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.method.warmup_teacher_temp_epochs = 50.0
     config.method.center_momentum = 0.9
     config.method.koleo_weight = 0.0  # > 0: DINOv2's KoLeo on backbone features (0.1 there)
+    # DINOv2's other additions (dinov2_cifar10.py turns them on): iBOT's masked-patch loss
+    # (> 0; needs a ViT with model.mask_token), its masks, and the teacher's centering.
+    config.method.ibot_weight = 0.0
+    config.method.mask_probability = 0.5  # share of images masked (DINOv2: 0.5)
+    config.method.mask_ratio = (0.1, 0.5)  # masked share of a masked image's patches
+    config.method.centering = "center"  # center (DINO) | sinkhorn (DINOv2's SK, 3 iters)
     # EMA momentum of the teacher: cosine from base_momentum at step 0 to 1 at the last step.
     config.method.base_momentum = 0.9995  # solo-learn's CIFAR value (DINO's ImageNet: 0.996)
     config.method.freeze_last_layer_epochs = 1.0

@@ -14,7 +14,12 @@ import jax
 import jax.numpy as jnp
 
 
-def sinkhorn_knopp(scores: jax.Array, epsilon: float = 0.05, num_iters: int = 3) -> jax.Array:
+def sinkhorn_knopp(
+    scores: jax.Array,
+    epsilon: float | jax.Array = 0.05,
+    num_iters: int = 3,
+    valid: jax.Array | None = None,
+) -> jax.Array:
     r"""Soft codes of ``N`` samples over ``K`` prototypes, equipartitioned over the samples.
 
     The reference's ``distributed_sinkhorn``: with :math:`Q = \exp(S / \varepsilon)^\top`
@@ -38,9 +43,11 @@ def sinkhorn_knopp(scores: jax.Array, epsilon: float = 0.05, num_iters: int = 3)
       scores: ``[N, K]`` sample-prototype scores (cosine similarities in SwAV).
       epsilon: entropy regularization :math:`\varepsilon` (SwAV: 0.05).
       num_iters: Sinkhorn iterations (SwAV: 3).
+      valid: optional ``[N]`` bool: only these samples take part (the others' rows are 0),
+        ``N`` being their count; DINOv2 balances the masked patch tokens only.
 
     Returns:
-      ``[N, K]`` codes, each row a distribution over the prototypes.
+      ``[N, K]`` codes, each (valid) row a distribution over the prototypes.
 
     References:
       Caron et al., SwAV, NeurIPS 2020, Sec. 3.1 and Appendix A.1.
@@ -49,13 +56,21 @@ def sinkhorn_knopp(scores: jax.Array, epsilon: float = 0.05, num_iters: int = 3)
     """
     chex.assert_rank(scores, 2)
     scores = jax.lax.stop_gradient(scores.astype(jnp.float32)) / epsilon
-    q = jnp.exp(scores - jnp.max(scores)).T  # [K, N]
-    num_prototypes, num_samples = q.shape
-    q = q / jnp.sum(q)
+    if valid is None:
+        q = jnp.exp(scores - jnp.max(scores)).T  # [K, N]
+        num_samples = q.shape[1]
+    else:
+        shift = jnp.max(jnp.where(valid[:, None], scores, -jnp.inf))
+        q = jnp.where(valid[None, :], jnp.exp(jnp.minimum(scores - shift, 0.0)).T, 0.0)
+        num_samples = jnp.maximum(jnp.sum(valid), 1).astype(jnp.float32)
+    num_prototypes = q.shape[0]
+    q = q / jnp.maximum(jnp.sum(q), 1e-30)  # 0 only with no valid sample: all codes 0
 
     def iteration(_, q):
-        q = q / jnp.sum(q, axis=1, keepdims=True) / num_prototypes  # prototypes: mass 1/K each
-        return q / jnp.sum(q, axis=0, keepdims=True) / num_samples  # samples: mass 1/N each
+        row = jnp.sum(q, axis=1, keepdims=True)
+        q = q / jnp.maximum(row, 1e-30) / num_prototypes  # prototypes: mass 1/K each
+        column = jnp.sum(q, axis=0, keepdims=True)
+        return q / jnp.maximum(column, 1e-30) / num_samples  # samples: mass 1/N each
 
     # A loop, not unrolled Python: compile time stays flat in num_iters.
     q = jax.lax.fori_loop(0, num_iters, iteration, q)

@@ -81,6 +81,25 @@ def dino_loss(
             "1 <= V_t <= V_s and V_s >= 2."
         )
     targets = teacher_probabilities(teacher_logits, center, teacher_temp)  # [B, V_t, K]
+    return cross_view_entropy(student_logits, targets, student_temp)
+
+
+def cross_view_entropy(
+    student_logits: jax.Array, targets: jax.Array, student_temp: float = 0.1
+) -> jax.Array:
+    """`dino_loss` from teacher targets already made (centered and sharpened, or by
+    Sinkhorn-Knopp as DINOv2 can): ``targets`` ``[B, V_t, K]`` probabilities (no gradient),
+    ``student_logits`` ``[B, V_s, K]``, the global views first."""
+    chex.assert_rank((student_logits, targets), 3)
+    b, num_student, k = student_logits.shape
+    num_teacher = targets.shape[1]
+    chex.assert_shape(targets, (b, num_teacher, k))
+    if not 1 <= num_teacher <= num_student or num_student < 2:
+        raise ValueError(
+            f"DINO pairs {num_teacher} teacher views with {num_student} student views: needs "
+            "1 <= V_t <= V_s and V_s >= 2."
+        )
+    targets = jax.lax.stop_gradient(targets.astype(jnp.float32))
     log_probs = jax.nn.log_softmax(student_logits.astype(jnp.float32) / student_temp, axis=-1)
     # Batch-mean cross-entropy of every (teacher view, student view) pair in one contraction;
     # HIGHEST keeps it float32 on TPUs, whose default matmul precision is bfloat16.
@@ -115,3 +134,56 @@ def update_center(center: jax.Array, teacher_logits: jax.Array, momentum: float 
     chex.assert_axis_dimension(teacher_logits, -1, k)
     rows = jax.lax.stop_gradient(teacher_logits).astype(jnp.float32).reshape(-1, k)  # [N, K]
     return momentum * center.astype(jnp.float32) + (1.0 - momentum) * jnp.mean(rows, axis=0)
+
+
+def ibot_patch_loss(
+    student_patch_logits: jax.Array,
+    patch_targets: jax.Array,
+    mask: jax.Array,
+    student_temp: float = 0.1,
+) -> jax.Array:
+    r"""iBOT's masked-patch self-distillation, as DINOv2's ``iBOTPatchLoss.forward_masked``.
+
+    For view :math:`v` of image :math:`b` with masked patches :math:`M_{bv}` (the student saw
+    the mask token there, the teacher the patch),
+
+    .. math::
+      \mathcal{L} = \sum_{v} \frac{1}{B} \sum_{b} \frac{1}{\max(|M_{bv}|, 1)}
+        \sum_{n \in M_{bv}} \sum_k -q_{bvnk} \log p_{bvnk},
+
+    the per-patch cross-entropy averaged over an image's masked patches, then over all images
+    of the global batch (an unmasked image adds 0, as in both references), summed over the
+    global views (DINOv2 scales its per-crop mean by the number of global crops).
+
+    Args:
+      student_patch_logits: ``[B, V, N, K]`` student head outputs of the patch tokens.
+      patch_targets: ``[B, V, N, K]`` teacher probabilities of the same patches (no gradient).
+      mask: ``[B, V, N]`` bool, the masked patches.
+      student_temp: the student temperature (DINOv2: 0.1, as for the CLS loss).
+
+    Returns:
+      The scalar loss, float32.
+
+    References:
+      Zhou et al., iBOT: Image BERT Pre-Training with Online Tokenizer, ICLR 2022.
+      https://arxiv.org/abs/2111.07832; Oquab et al., DINOv2, TMLR 2024,
+      https://arxiv.org/abs/2304.07193 (code: ``dinov2/loss/ibot_patch_loss.py``).
+    """
+    chex.assert_rank(student_patch_logits, 4)
+    chex.assert_equal_shape((student_patch_logits, patch_targets))
+    chex.assert_shape(mask, student_patch_logits.shape[:3])
+    targets = jax.lax.stop_gradient(patch_targets.astype(jnp.float32))
+    log_probs = jax.nn.log_softmax(student_patch_logits.astype(jnp.float32) / student_temp, -1)
+    per_patch = -jnp.sum(targets * log_probs, axis=-1)  # [B, V, N]
+    weight = mask / jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1)  # [B, V, N]
+    per_image = jnp.sum(per_patch * weight, axis=-1)  # [B, V]
+    return jnp.sum(jnp.mean(per_image, axis=0))
+
+
+def masked_center(teacher_patch_logits: jax.Array, mask: jax.Array) -> jax.Array:
+    """The mean teacher output over the masked patches ``[K]`` (0 if none is masked), which
+    DINOv2 moves its patch center towards (``update_center`` takes it as ``[1, K]``)."""
+    k = teacher_patch_logits.shape[-1]
+    rows = jax.lax.stop_gradient(teacher_patch_logits).astype(jnp.float32).reshape(-1, k)
+    weights = mask.reshape(-1).astype(jnp.float32)
+    return weights @ rows / jnp.maximum(jnp.sum(weights), 1.0)

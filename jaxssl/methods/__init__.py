@@ -46,6 +46,8 @@ METHODS: dict[str, Method] = {
     "nnclr": nnclr.METHOD,
     "emp_ssl": emp_ssl.METHOD,
     "dino": dino.METHOD,
+    # DINOv2-style: DINO with iBOT, KoLeo and Sinkhorn-Knopp centering (dinov2_cifar10.py).
+    "dinov2": dino.METHOD,
     "swav": swav.METHOD,
     "lejepa": lejepa.METHOD,
     "mae": mae.METHOD,

@@ -58,7 +58,7 @@ def loss_fn(
         "train/barlow_on_diagonal": terms["on_diagonal"],
         "train/barlow_off_diagonal": terms["off_diagonal"],
     }
-    return loss, base.LossAux(features, batch_stats, method_state, metrics)
+    return loss, base.LossAux(features, batch_stats, method_state, metrics, z)
 
 
 # The model: backbone + projector, ``config.model.projector_layers`` linear layers (3 in the

@@ -20,6 +20,9 @@ class LossAux(NamedTuple):
     batch_stats: Any  # updated BatchNorm statistics
     method_state: Any  # updated method state (returned unchanged if the method has none)
     metrics: dict[str, jax.Array]  # extra scalars to log, e.g. {"train/contrastive_top1": ...}
+    # [B, V, P] the projections of batch["global"] that the loss shapes, for regularizers the
+    # step adds to any method (``config.sigreg``); None where a method has no such embeddings.
+    embeddings: jax.Array | None = None
 
 
 def no_state(

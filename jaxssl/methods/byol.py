@@ -61,14 +61,14 @@ def loss_fn(
     b, v = views.shape[:2]
     if v != 2:
         raise ValueError(f"BYOL takes exactly 2 views per image, got {v}.")
-    (features, _, p), batch_stats = ssl_model.apply_views(model, variables, views)  # [B, 2, .]
+    (features, online, p), batch_stats = ssl_model.apply_views(model, variables, views)
     (_, z), _ = ssl_model.apply_views(model, method_state["target"], views, project_only=True)
     # The target is a regression target, not a trained network: no gradient reaches it (it is
     # not in `params` either, so this documents the method more than it changes anything).
     z = jax.lax.stop_gradient(z)  # [B, 2, P]
     loss = regression.symmetric_normalized_mse(p[:, 0], p[:, 1], z[:, 0], z[:, 1])
     metrics = {"train/prediction_cosine": 1.0 - loss / 4.0}  # mean cos(p, z') over both pairs
-    return loss, base.LossAux(features, batch_stats, method_state, metrics)
+    return loss, base.LossAux(features, batch_stats, method_state, metrics, online)
 
 
 # The target network: an EMA of backbone + projector with the cosine momentum schedule.

@@ -7,9 +7,20 @@ teacher sees the global views only; the student sees the global views and, with 
 teacher-temperature schedule and the frozen last layer read the step the train step passes
 to ``loss_fn``.
 
+DINOv2's additions are options of the same method (``dinov2_cifar10.py`` combines them): iBOT's
+masked-patch self-distillation (``method.ibot_weight``: the student's global views have random
+patches replaced by the ViT's mask token, and its patch outputs through the shared head match
+the teacher's of the unmasked patches; a separate ``patch_center``), the KoLeo regularizer
+(``method.koleo_weight``) and Sinkhorn-Knopp teacher targets instead of centering
+(``method.centering = "sinkhorn"``).
+
 References:
   Caron et al., Emerging Properties in Self-Supervised Vision Transformers, ICCV 2021.
   https://arxiv.org/abs/2104.14294
+  Zhou et al., iBOT: Image BERT Pre-Training with Online Tokenizer, ICLR 2022.
+  https://arxiv.org/abs/2111.07832
+  Oquab et al., DINOv2: Learning Robust Visual Features without Supervision, TMLR 2024.
+  https://arxiv.org/abs/2304.07193 (code: facebookresearch/dinov2)
 """
 
 import flax.linen as nn
@@ -17,10 +28,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxssl import schedules
-from jaxssl.losses import capacity, distillation
+from jaxssl import errors, schedules
+from jaxssl.losses import capacity, clustering, distillation
 from jaxssl.methods import base, teacher
-from jaxssl.models import heads, ssl_model
+from jaxssl.models import heads, masking, ssl_model, vit
+
+CENTERINGS = ("center", "sinkhorn")
 
 
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:
@@ -44,13 +57,17 @@ def init_state(model: nn.Module, variables, config: ml_collections.ConfigDict, k
     """Teacher = a copy of the student; center = 0 (as in the reference).
 
     Returns:
-      ``{"target": teacher variables, "center": [K] float32}``.
+      ``{"target": teacher variables, "center": [K] float32}``, and ``"patch_center"`` ``[K]``
+      with iBOT (``ibot_weight > 0``).
     """
     out_dim = variables["params"]["projector"]["last_layer"]["kernel"].shape[-1]
-    return {
+    state = {
         **teacher.init_state(model, variables, config, key),
         "center": jnp.zeros((out_dim,), jnp.float32),
     }
+    if config.get("ibot_weight", 0.0):
+        state["patch_center"] = jnp.zeros((out_dim,), jnp.float32)
+    return state
 
 
 def _freeze_last_layer(params, frozen: jax.Array):
@@ -101,29 +118,57 @@ def loss_fn(
         optional ``koleo_weight`` (> 0: DINOv2's KoLeo regularizer, ``capacity.koleo``, on
         the student's backbone features of each global view, summed over the views, weight
         0.1 in DINOv2).
-      rng: unused (the model is deterministic); part of the method protocol.
+        Optional (DINOv2): ``ibot_weight`` (> 0: iBOT's patch loss, ``mask_probability``,
+        ``mask_ratio`` (lo, hi) of ``masking.patch_masks``; needs a ViT with
+        ``model.mask_token``), ``centering`` (``"center"``, DINO's, or ``"sinkhorn"``:
+        Sinkhorn-Knopp over the global batch, 3 iterations at the teacher temperature).
+      rng: the step's key; iBOT's masks are drawn from it.
       step: int32 scalar, the step being trained (``state.step``), for schedules.
 
     Returns:
       ``(loss, base.LossAux)``; metrics: the teacher temperature and the mean entropy of the
-      teacher targets (near ``log K``: uniform collapse; near 0: one-hot collapse).
+      teacher targets (near ``log K``: uniform collapse; near 0: one-hot collapse); with iBOT
+      ``train/ibot`` (unweighted) and the fraction of masked patches.
     """
-    del rng
     views = batch["global"]
     b, v = views.shape[:2]
     if v < 2:
         raise ValueError(f"DINO needs at least 2 global views per image, got {v}.")
+    centering = config.get("centering", "center")
+    if centering not in CENTERINGS:
+        raise errors.ConfigError(f"Unknown method.centering {centering!r}; valid: {CENTERINGS}.")
+    ibot = config.get("ibot_weight", 0.0)
     params = _freeze_last_layer(variables["params"], step < config.freeze_last_layer_steps)
     student_variables = {"params": params, "batch_stats": variables.get("batch_stats", {})}
-    (features, student), batch_stats = ssl_model.apply_views(
-        model, student_variables, views
-    )  # [B, V, .]
+    if ibot:
+        if not (isinstance(model.backbone, vit.ViT) and model.backbone.mask_token):
+            raise errors.ConfigError(
+                "method.ibot_weight > 0 masks patches: it needs a ViT backbone "
+                "(model.backbone=vit_*) with model.mask_token=True."
+            )
+        grid = (views.shape[2] // model.backbone.patch_size) * (
+            views.shape[3] // model.backbone.patch_size
+        )
+        mask = masking.patch_masks(
+            rng, b * v, grid, config.mask_probability, tuple(config.mask_ratio)
+        ).reshape(b, v, grid)
+        (features, student, student_patches), batch_stats = ssl_model.apply_token_views(
+            model, student_variables, views, mask
+        )
+        (_, teacher_out, teacher_patches), _ = ssl_model.apply_token_views(
+            model, method_state["target"], views
+        )
+        teacher_patches = jax.lax.stop_gradient(teacher_patches)  # [B, V, N, K]
+    else:
+        (features, student), batch_stats = ssl_model.apply_views(
+            model, student_variables, views
+        )  # [B, V, .]
+        (_, teacher_out), _ = ssl_model.apply_views(
+            model, method_state["target"], views, project_only=True
+        )
     if "local" in batch:
         (_, local_student), _ = ssl_model.apply_views(model, student_variables, batch["local"])
         student = jnp.concatenate([student, local_student], axis=1)  # [B, V + L, K]
-    (_, teacher_out), _ = ssl_model.apply_views(
-        model, method_state["target"], views, project_only=True
-    )
     # The teacher is trained only by the EMA: no gradient reaches it (it is not in `params`
     # either, so this documents the method more than it changes anything).
     teacher_out = jax.lax.stop_gradient(teacher_out)  # [B, V, K]
@@ -131,14 +176,42 @@ def loss_fn(
         step, config.warmup_teacher_temp_steps, config.warmup_teacher_temp, config.teacher_temp
     )
     center = method_state["center"]
-    loss = distillation.dino_loss(student, teacher_out, center, teacher_temp, config.student_temp)
-    targets = distillation.teacher_probabilities(teacher_out, center, teacher_temp)  # [B, V, K]
+    k = teacher_out.shape[-1]
+    if centering == "center":
+        targets = distillation.teacher_probabilities(teacher_out, center, teacher_temp)
+        new_state = {
+            **method_state,
+            "center": distillation.update_center(center, teacher_out, config.center_momentum),
+        }
+    else:  # DINOv2's sinkhorn_knopp_teacher: the teacher outputs of all global views at once
+        targets = clustering.sinkhorn_knopp(teacher_out.reshape(-1, k), teacher_temp, 3)
+        targets = targets.reshape(teacher_out.shape)
+        new_state = dict(method_state)
+    loss = distillation.cross_view_entropy(student, targets, config.student_temp)
     entropy = -jnp.mean(jnp.sum(targets * jnp.log(jnp.maximum(targets, 1e-30)), axis=-1))
-    new_state = {
-        **method_state,
-        "center": distillation.update_center(center, teacher_out, config.center_momentum),
-    }
     metrics = {"train/teacher_temp": teacher_temp, "train/teacher_entropy": entropy}
+    if ibot:
+        patch_center = method_state["patch_center"]
+        if centering == "center":
+            patch_targets = distillation.teacher_probabilities(
+                teacher_patches, patch_center, teacher_temp
+            )
+            moved = distillation.update_center(
+                patch_center,
+                distillation.masked_center(teacher_patches, mask)[None],
+                config.center_momentum,
+            )
+            new_state["patch_center"] = moved
+        else:  # balanced over the masked patch tokens only, as DINOv2
+            patch_targets = clustering.sinkhorn_knopp(
+                teacher_patches.reshape(-1, k), teacher_temp, 3, valid=mask.reshape(-1)
+            ).reshape(teacher_patches.shape)
+        patch_loss = distillation.ibot_patch_loss(
+            student_patches, patch_targets, mask, config.student_temp
+        )
+        loss = loss + ibot * patch_loss
+        metrics["train/ibot"] = jax.lax.stop_gradient(patch_loss)
+        metrics["train/masked_fraction"] = jnp.mean(mask.astype(jnp.float32))
     if config.get("koleo_weight", 0.0):
         # DINOv2's KoLeo on the student's backbone features, per global view, summed.
         spread = sum(capacity.koleo(features[:, i]) for i in range(v))

@@ -48,7 +48,7 @@ def loss_fn(
     (features, z), batch_stats = ssl_model.apply_views(model, variables, views)  # [B, K, .]
     loss, terms = capacity.mmcr_loss(z, config.lmbda)
     metrics = {f"train/mmcr_{k}": jax.lax.stop_gradient(v) for k, v in terms.items()}
-    return loss, base.LossAux(features, batch_stats, method_state, metrics)
+    return loss, base.LossAux(features, batch_stats, method_state, metrics, z)
 
 
 METHOD = base.Method(build_model=ssl_model.build_model, loss_fn=loss_fn)

@@ -151,13 +151,14 @@ def loss_fn(
         )
         top1 = contrastive.multi_positive_top1(projections, ids=ids)
         return loss, base.LossAux(
-            features, batch_stats, method_state, {"train/contrastive_top1": top1}
+            features, batch_stats, method_state, {"train/contrastive_top1": top1}, z
         )
     if config.get("graph", "augmentation") != "augmentation":
         ids = graph_ids(ids, batch["label"], batch["index"], config)
     loss, top1 = LOSS_IMPLS[config.loss_impl](projections, ids, config)  # z: [B*(V+L), P]
     metrics = {"train/contrastive_top1": top1}
-    return loss, base.LossAux(features, batch_stats, method_state, metrics)
+    embeddings = projections[: b * v].reshape(b, v, -1)  # the global views'
+    return loss, base.LossAux(features, batch_stats, method_state, metrics, embeddings)
 
 
 METHOD = base.Method(build_model=ssl_model.build_model, loss_fn=loss_fn)

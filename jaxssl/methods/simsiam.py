@@ -70,7 +70,7 @@ def loss_fn(
     loss = regression.symmetric_negative_cosine(p[:, 0], p[:, 1], z[:, 0], z[:, 1])
     z_unit = normalize.l2_normalize(jax.lax.stop_gradient(z).reshape(b * v, -1))  # [B*2, P]
     metrics = {"train/projection_std": jnp.mean(jnp.std(z_unit, axis=0))}
-    return loss, base.LossAux(features, batch_stats, method_state, metrics)
+    return loss, base.LossAux(features, batch_stats, method_state, metrics, z)
 
 
 METHOD = base.Method(build_model=build_model, loss_fn=loss_fn)

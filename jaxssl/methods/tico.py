@@ -54,7 +54,7 @@ def loss_fn(
         z[:, 0], z[:, 1], method_state["covariance"], config.beta, config.rho
     )
     state = {**method_state, "covariance": jax.lax.stop_gradient(covariance)}
-    return loss, base.LossAux(features, batch_stats, state, {})
+    return loss, base.LossAux(features, batch_stats, state, {}, z)
 
 
 METHOD = base.Method(build_model=ssl_model.build_model, loss_fn=loss_fn, init_state=init_state)

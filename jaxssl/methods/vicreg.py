@@ -58,7 +58,7 @@ def loss_fn(
         cov_coeff=config.cov_coeff,
     )
     metrics = {f"train/vicreg_{name}": jax.lax.stop_gradient(t) for name, t in terms.items()}
-    return loss, base.LossAux(features, batch_stats, method_state, metrics)
+    return loss, base.LossAux(features, batch_stats, method_state, metrics, z)
 
 
 # The model: backbone + VICReg expander, ``config.model.projector_layers`` linear layers (3 in

@@ -36,7 +36,7 @@ def loss_fn(
         jax.random.split(rng, config.w_iter)
     )
     loss = whitening.w_mse_loss(z, permutations, config.w_size, config.w_eps)
-    return loss, base.LossAux(features, batch_stats, method_state, {})
+    return loss, base.LossAux(features, batch_stats, method_state, {}, z)
 
 
 # The model: backbone + the reference 2-layer head (``projector_hidden_dim`` -> ``projector_dim``,

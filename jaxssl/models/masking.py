@@ -181,3 +181,33 @@ def multiblock_masks(
         targets=jnp.stack(targets, axis=1),
         targets_valid=jnp.stack(targets_valid, axis=1),
     )
+
+
+def patch_masks(
+    key: jax.Array,
+    batch_size: int,
+    num_tokens: int,
+    probability: float = 0.5,
+    ratio: tuple[float, float] = (0.1, 0.5),
+) -> jax.Array:
+    """iBOT's and DINOv2's student masks: with ``probability`` an image is masked, at a ratio
+    drawn uniformly from ``ratio``; its masked tokens are chosen uniformly at random.
+
+    A boolean ``[B, N]`` grid (True: the student sees the mask token there), a fixed shape
+    whatever the draw. The references place the masked tokens in blocks (BEiT's
+    ``MaskingGenerator``) and DINOv2 spreads the ratios evenly over the masked images
+    (``linspace``); here tokens are drawn uniformly (MAE's ranking of noise) and each image's
+    ratio independently: on a CIFAR-size grid of 8x8 tokens a block generator has little room.
+
+    Returns:
+      ``[B, N]`` bool; an image has ``floor(r N)`` masked tokens, or none.
+    """
+    if not 0.0 <= ratio[0] <= ratio[1] <= 1.0:
+        raise ValueError(f"Mask ratio range {ratio} must satisfy 0 <= lo <= hi <= 1.")
+    k_masked, k_ratio, k_order = jax.random.split(key, 3)
+    masked = jax.random.uniform(k_masked, (batch_size,)) < probability
+    r = jax.random.uniform(k_ratio, (batch_size,), minval=ratio[0], maxval=ratio[1])
+    count = jnp.where(masked, jnp.floor(r * num_tokens), 0.0).astype(jnp.int32)  # [B]
+    noise = jax.random.uniform(k_order, (batch_size, num_tokens))
+    rank = jnp.argsort(jnp.argsort(noise, axis=1), axis=1)  # each token's place in the order
+    return rank < count[:, None]

@@ -42,6 +42,22 @@ class SSLModel(nn.Module):
         projections = self.projector(features, train=train)  # [B, P]
         return features, projections
 
+    def project_tokens(self, images: jax.Array, mask: jax.Array | None = None, train: bool = True):
+        """A ViT's ``(features [B, D], cls projections [B, K], patch projections [B, N, K])``:
+        the projector applied to the final CLS token and to every patch token (iBOT's shared
+        head), in one call on ``[B * (1 + N), D]`` rows (a head with BatchNorm would pool
+        their statistics). ``mask`` ``[B, N]``: patches the ViT replaces by its mask token.
+        ``features`` are what ``project`` gives: CLS or mean patch token by the ViT's
+        ``pooling``."""
+        if not isinstance(self.backbone, vit.ViT):
+            raise ValueError("Token outputs need a ViT backbone (model.backbone = vit_*).")
+        cls, patches = self.backbone(images, train=train, output="tokens", mask=mask)
+        features = cls if self.backbone.pooling == "cls" else vit.mean_tokens(patches)
+        b, n, d = patches.shape
+        tokens = jnp.concatenate([cls[:, None], patches], axis=1).reshape(b * (1 + n), d)
+        out = self.projector(tokens, train=train).reshape(b, 1 + n, -1)
+        return features, out[:, 0], out[:, 1:]
+
     def embed(self, images: jax.Array) -> jax.Array:
         """Backbone features in inference mode (running BN statistics), ``[B, D]``."""
         return self.backbone(images, train=False)
@@ -88,6 +104,22 @@ def apply_views(
     return outputs, updates.get("batch_stats", {})
 
 
+def apply_token_views(
+    model: SSLModel, variables, views: jax.Array, mask: jax.Array | None = None
+) -> tuple[tuple[jax.Array, jax.Array, jax.Array], dict]:
+    """`apply_views` of ``model.project_tokens``: ``views`` ``[B, V, H, W, 3]``, optional
+    ``mask`` ``[B, V, N]``; returns ``((features, cls projections, patch projections),
+    batch_stats)``, each output ``[B, V, ...]``."""
+    b, v = views.shape[:2]
+    images = views.reshape((b * v,) + views.shape[2:])
+    flat_mask = None if mask is None else mask.reshape((b * v,) + mask.shape[2:])
+    outputs, updates = model.apply(
+        variables, images, flat_mask, method=model.project_tokens, mutable=["batch_stats"]
+    )
+    outputs = tuple(x.reshape((b, v) + x.shape[1:]) for x in outputs)
+    return outputs, updates.get("batch_stats", {})
+
+
 def make_backbone(model_config: ml_collections.ConfigDict) -> nn.Module:
     """The backbone named by ``config.model.backbone``: a ResNet (``resnet.BACKBONES``: width,
     stem, conv lowering) or a ViT (``vit.SIZES``: patch size, image size, pooling, position
@@ -101,6 +133,7 @@ def make_backbone(model_config: ml_collections.ConfigDict) -> nn.Module:
             pooling=model_config.pooling,
             position=model_config.get("position", "learned"),
             num_registers=model_config.get("num_registers", 0),
+            mask_token=model_config.get("mask_token", False),
             dtype=dtype,
         )
     return resnet.make_backbone(

@@ -10,6 +10,8 @@ Token level (MAE, I-JEPA): ``keep`` (``[B, K]`` patch indices, row-major over th
 the encoder on those patch tokens only, gathered after the position embeddings were added, so
 the kept tokens know where they are and every shape stays static (the step compiles once);
 ``output="tokens"`` returns the final CLS and patch tokens instead of the pooled features.
+iBOT and DINOv2: ``mask`` (``[B, N]`` bool) puts a learned mask token in place of the masked
+patches' embeddings (before the position embeddings, as their code), with ``mask_token=True``.
 
 Sizes (embedding dim, depth, heads; MLP ratio 4): Tiny 192/12/3, Small 384/12/6,
 Base 768/12/12 (Touvron et al. 2021; Dosovitskiy et al. 2021).
@@ -153,6 +155,8 @@ class ViT(nn.Module):
         and I-JEPA's fixed 2-D sin-cos table, not a parameter).
       num_registers: extra learned tokens after the CLS token that attend and are attended
         to but are never read out (Darcet et al. 2024); 0 for none.
+      mask_token: learn a mask token that ``mask`` puts in place of patch embeddings (iBOT's
+        masked image modeling).
       dtype: computation dtype (parameters stay float32).
     """
 
@@ -165,6 +169,7 @@ class ViT(nn.Module):
     mlp_ratio: float = 4.0
     position: str = "learned"
     num_registers: int = 0
+    mask_token: bool = False
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -175,6 +180,7 @@ class ViT(nn.Module):
         keep: jax.Array | None = None,
         output: str = "pooled",
         keep_valid: jax.Array | None = None,
+        mask: jax.Array | None = None,
     ):
         """Embeds images ``[B, H, W, 3]``.
 
@@ -188,6 +194,8 @@ class ViT(nn.Module):
           keep_valid: optional ``[B, K]`` bool with ``keep``: which kept slots hold a token (a
             fixed-shape index array padded where an image has fewer, as I-JEPA's contexts);
             padding is never attended to and mean pooling skips it.
+          mask: optional ``[B, N]`` bool over all patches (not with ``keep``): True puts the
+            learned mask token in place of that patch's embedding (needs ``mask_token``).
         """
         del train  # no BatchNorm or dropout: train and eval modes are the same function
         chex.assert_rank(x, 4)  # [B, H, W, 3]
@@ -210,6 +218,15 @@ class ViT(nn.Module):
         tokens = nn.Dense(self.embed_dim, dtype=self.dtype, name="patch_embedding")(
             patchify(x.astype(self.dtype), p)
         )  # [B, N, D]
+        if self.mask_token:
+            token = self.param("mask_token", nn.initializers.zeros, (1, 1, self.embed_dim))
+        if mask is not None:
+            if not self.mask_token or keep is not None:
+                raise ValueError(
+                    "mask needs a ViT built with mask_token=True (model.mask_token) and no keep."
+                )
+            chex.assert_shape(mask, tokens.shape[:2])
+            tokens = jnp.where(mask[..., None], token.astype(self.dtype), tokens)
         grid = self.image_size // p
         if self.position == "learned":
             position = self.param(
