@@ -157,14 +157,21 @@ def method_smoke_config(method_name: str) -> ml_collections.ConfigDict:
 
 
 def random_views_batch(config: ml_collections.ConfigDict, seed: int = 0) -> dict:
-    """A batch of two random 32 px float views per example, labels and indices."""
+    """A batch of two random 32 px float views per example, labels and indices (and random
+    crop boxes of a 32 px source with ``data.crop_boxes``, as VICRegL reads them)."""
     rng = np.random.default_rng(seed)
     b = config.train.batch_size
-    return {
+    batch = {
         "global": rng.normal(size=(b, 2, 32, 32, 3)).astype(np.float32),
         "label": rng.integers(0, 10, size=(b,)).astype(np.int32),
         "index": np.arange(b, dtype=np.int32),
     }
+    if config.data.get("crop_boxes", False):
+        size = rng.integers(8, 33, size=(b, 2, 2)).astype(np.float32)  # height, width
+        corner = np.floor(rng.random((b, 2, 2)) * (33 - size))
+        flipped = (rng.random((b, 2, 1)) < 0.5).astype(np.float32)
+        batch["global_box"] = np.concatenate([corner, size, flipped], -1).astype(np.float32)
+    return batch
 
 
 def smoke_run(config: ml_collections.ConfigDict, num_devices: int = 2):

@@ -73,6 +73,7 @@ def test_mmcr_is_lowest_for_invariant_views_of_spread_images():
     np.testing.assert_allclose(values, [-6.0, -np.sqrt(6.0), 0.0], atol=1e-4)
 
 
+@pytest.mark.slow  # ~28 s of train steps (both); the losses are checked in the default lane
 @pytest.mark.parametrize("name", ["tico", "mmcr"])
 def test_smoke_train_steps_stay_finite_and_lower_the_loss(name):
     module, config_module = {"tico": (tico, tico_cifar10), "mmcr": (mmcr, mmcr_cifar10)}[name]

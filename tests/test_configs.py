@@ -36,6 +36,7 @@ STEPS = {
     "swav_cifar10": ((195312, 1953), (703, 58), (4, 1)),
     "tico_cifar10": ((195312, 1953), (1171, 58), (4, 1)),
     "vicreg_cifar10": ((195312, 1953), (1171, 58), (4, 1)),
+    "vicregl_cifar10": ((195312, 1953), (1171, 58), (4, 1)),
     "wmse_cifar10": ((195312, 390), (1171, 58), (4, 1)),
 }
 # The method sections' step counts (default, cpu, smoke), likewise.

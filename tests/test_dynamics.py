@@ -221,6 +221,7 @@ def test_update_ratio_is_the_optimizer_update_over_the_weight(vicreg):
     np.testing.assert_allclose(per_layer[f"trust_ratio/{path}"], trust, rtol=1e-3)
 
 
+@pytest.mark.slow  # ~26 s of BYOL steps
 def test_teacher_distance_is_zero_at_init_and_tracks_the_student(tmp_path):
     config, mesh, run, method, state = _smoke("byol")
     instrument = dynamics.Dynamics(config, run.model, method, mesh, str(tmp_path))

@@ -161,6 +161,7 @@ def test_the_loss_is_the_prediction_of_the_layer_normed_ema_targets():
     assert float(aux.metrics["train/ijepa_context_tokens"]) <= 16
 
 
+@pytest.mark.slow  # ~40 s of train steps; the loss and padding checks stay in the default lane
 def test_smoke_train_steps_lower_the_loss_and_move_the_target_linearly():
     config, mesh, run, state = _build()
     batch = sharding.to_global(helpers.random_views_batch(config), mesh)

@@ -74,6 +74,7 @@ def test_the_loss_is_lambd_weighted_and_local_views_join_both_terms():
     chex.assert_trees_all_close(local_stats, stats["batch_stats"], rtol=1e-6)
 
 
+@pytest.mark.slow  # ~19 s of train steps; the loss check stays in the default lane
 def test_smoke_train_steps_stay_finite_and_lower_the_loss():
     config, mesh, run, state = _build()
     batch = sharding.to_global(_views(config), mesh)
@@ -132,7 +133,8 @@ def test_sigreg_dropin_adds_its_weighted_term_to_the_step_loss():
     )
 
 
-def test_invariance_plus_sigreg_alone_trains_and_other_methods_refuse_it():
+@pytest.mark.slow  # ~15 s of train steps
+def test_invariance_plus_sigreg_alone_trains():
     # EB-JEPA's variant: VICReg's variance and covariance terms replaced by SIGReg.
     config, mesh, run, state = _vicreg_sigreg_run(1.0, std_coeff=0.0, cov_coeff=0.0)
     batch = sharding.to_global(helpers.random_views_batch(config), mesh)
@@ -142,6 +144,9 @@ def test_invariance_plus_sigreg_alone_trains_and_other_methods_refuse_it():
         assert not jax.device_get(metrics["train/nonfinite"])
         first = float(metrics["train/loss"]) if first is None else first
     assert float(metrics["train/loss"]) < first
+
+
+def test_a_method_without_embeddings_refuses_the_sigreg_dropin():
     # MAE reconstructs pixels: no embeddings to regularize, a clear error at the first step.
     mae = helpers.method_smoke_config("mae")
     mae.sigreg.weight = 0.1

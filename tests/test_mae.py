@@ -119,6 +119,7 @@ def test_mae_needs_a_vit():
         trainer.build(config, sharding.make_mesh(config.mesh))
 
 
+@pytest.mark.slow  # ~33 s of train steps; the loss checks stay in the default lane
 def test_smoke_train_steps_lower_the_loss_and_evaluate_whole_images():
     config, mesh, run, state = _build()
     batch = sharding.to_global(helpers.random_views_batch(config), mesh)

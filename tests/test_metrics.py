@@ -86,6 +86,7 @@ class _FakeWandb(types.ModuleType):
         return Run()
 
 
+@pytest.mark.slow  # ~20 s; TensorBoard logging stays in the default lane
 def test_wandb_logs_the_scalars_training_writes(tmp_path, monkeypatch):
     fake = _FakeWandb()
     monkeypatch.setitem(sys.modules, "wandb", fake)

@@ -41,6 +41,7 @@ def _smoke(**train):
     return config
 
 
+@pytest.mark.slow  # ~31 s; the bfloat16 ViT and im2col checks stay in the default lane
 def test_bfloat16_training_is_finite_close_to_float32_and_keeps_float32_state():
     f32_config, bf16_config = _smoke(), _smoke()
     bf16_config.model.dtype = "bfloat16"

@@ -74,6 +74,7 @@ def test_unknown_loss_impl_lists_the_valid_ones():
         simclr.loss_fn(None, None, {"global": views}, {}, _config("sparse").method, None, 0)
 
 
+@pytest.mark.slow  # ~40 s; tests/test_step.py keeps SimCLR 1-vs-8 in the default lane
 def test_multi_crop_loss_is_the_same_on_one_and_eight_devices():
     losses = []
     for devices in (1, 8):

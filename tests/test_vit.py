@@ -68,6 +68,7 @@ def test_pooling_and_bfloat16():
         model.clone(pooling="max").apply(variables, x)
 
 
+@pytest.mark.slow  # ~23 s; ViT methods run 1-vs-8 in tests/test_step.py (slow lane)
 def test_simclr_vit_trains_on_eight_devices():
     config = simclr_vit_cifar10.get_config("smoke")
     config.optim.base_lr = 1e-3

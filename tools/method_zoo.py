@@ -38,6 +38,7 @@ METHODS = (
     ("simsiam", "simsiam_cifar10.py", "91.8% linear (SimSiam paper, 800 ep.)"),
     ("barlow_twins", "barlow_twins_cifar10.py", "92.1% linear (solo-learn, 1000 ep.)"),
     ("vicreg", "vicreg_cifar10.py", "92.1% linear (solo-learn, 1000 ep.)"),
+    ("vicregl", "vicregl_cifar10.py", "no CIFAR-10 figure published"),
     ("wmse", "wmse_cifar10.py", "88.7% linear (solo-learn, 1000 ep.)"),
     ("swav", "swav_cifar10.py", "89.2% linear (solo-learn, 1000 ep.)"),
     ("dino", "dino_cifar10.py", "89.5% linear (solo-learn, 1000 ep.)"),

@@ -90,6 +90,9 @@ def get_base_config() -> ml_collections.ConfigDict:
             crop_scale=(0.08, 1.0),
             crop_ratio=(3 / 4, 4 / 3),
             flip_prob=0.5,
+            # Also pass each view's crop box (top, left, height, width, flipped; source pixels)
+            # as batch["global_box"] / ["local_box"] [B, V, 5]: VICRegL's location matching.
+            crop_boxes=False,
             color_jitter_prob=0.8,
             brightness=0.4,
             contrast=0.4,

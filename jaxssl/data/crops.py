@@ -303,6 +303,38 @@ def random_crops(
     )
 
 
+def view_boxes(
+    index: TensorLike,
+    epoch: TensorLike,
+    seed: TensorLike,
+    *,
+    height: int,
+    width: int,
+    num_views: int,
+    scale: Sequence[float],
+    ratio: Sequence[float],
+    flip_prob: float,
+    first_view: int = 0,
+) -> tf.Tensor:
+    """Where `random_crops` cut each view: ``[B, V, 5]`` float32 ``(top, left, height, width,
+    flipped)`` in the source image's pixels (``flipped`` 1.0 or 0.0), from the same keys and
+    uniforms, so it describes exactly the crops made with the same arguments (VICRegL's
+    location matching reads it)."""
+    index = tf.cast(index, tf.int64)
+    keys = example_keys(
+        seed,
+        tf.repeat(index, num_views),
+        tf.repeat(tf.broadcast_to(tf.cast(epoch, tf.int64), tf.shape(index)), num_views),
+        tf.tile(tf.range(first_view, first_view + num_views), tf.shape(index)),
+    )
+    top, left, crop_h, crop_w = _crop_windows(
+        random_uniforms(keys, _OP_CROP, CROP_UNIFORMS), height, width, tuple(scale), tuple(ratio)
+    )
+    flipped = random_uniforms(keys, _OP_FLIP, 1)[:, 0] < flip_prob
+    boxes = tf.stack([top, left, crop_h, crop_w, tf.cast(flipped, tf.float32)], axis=1)
+    return tf.reshape(boxes, [-1, num_views, 5])
+
+
 def group_settings(data_config: ml_collections.ConfigDict, group: str) -> tuple[int, int, Any]:
     """``(num_views, image_size, crop_scale)`` of view group ``"global"`` or ``"local"``.
 
@@ -355,6 +387,31 @@ def crop_views(
         seed,
         num_views=num_views,
         size=size,
+        scale=crop_scale,
+        ratio=data_config.crop_ratio,
+        flip_prob=data_config.flip_prob,
+        first_view=0 if group == "global" else int(data_config.num_views),
+    )
+
+
+def crop_view_boxes(
+    images: TensorLike,
+    index: TensorLike,
+    epoch: TensorLike,
+    seed: TensorLike,
+    data_config: ml_collections.ConfigDict,
+    group: str = "global",
+) -> tf.Tensor:
+    """`view_boxes` of the crops `crop_views` makes with the same arguments: ``[B, V, 5]``."""
+    num_views, _, crop_scale = group_settings(data_config, group)
+    _, height, width, _ = tf.convert_to_tensor(images).shape
+    return view_boxes(
+        index,
+        epoch,
+        seed,
+        height=int(height),
+        width=int(width),
+        num_views=num_views,
         scale=crop_scale,
         ratio=data_config.crop_ratio,
         flip_prob=data_config.flip_prob,

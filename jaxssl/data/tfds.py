@@ -334,7 +334,9 @@ def crop_train_batch(
 
     Returns:
       ``{"global": uint8 [b, V, S, S, 3], "label", "index": int32 [b]}``, and with
-      ``data.local_views > 0`` (multi-crop) ``"local": uint8 [b, L, s, s, 3]``.
+      ``data.local_views > 0`` (multi-crop) ``"local": uint8 [b, L, s, s, 3]``; with
+      ``data.crop_boxes`` each group's crop boxes too, ``"global_box"`` (``"local_box"``)
+      float32 ``[b, V, 5]`` (`crops.view_boxes`).
     """
     out = {"label": batch["label"], "index": tf.cast(batch["index"], tf.int32)}
     groups = ("global", "local") if data_config.local_views > 0 else ("global",)
@@ -342,6 +344,10 @@ def crop_train_batch(
         out[group] = crops.crop_views(
             batch["image"], batch["index"], batch["epoch"], seed, data_config, group
         )
+        if data_config.get("crop_boxes", False):
+            out[f"{group}_box"] = crops.crop_view_boxes(
+                batch["image"], batch["index"], batch["epoch"], seed, data_config, group
+            )
     return out
 
 
@@ -377,6 +383,11 @@ def make_train_iterator(
             f"examples per step. Pick a multiple of {process_count}."
         )
     if data_config.get("decode_crop", False):  # JPEGs of any size: views from crop windows
+        if data_config.get("crop_boxes", False):
+            raise errors.ConfigError(
+                "data.crop_boxes (VICRegL's crop locations) needs images of one size in the "
+                "cached pipeline; it is not available with data.decode_crop."
+            )
         return jpeg.make_train_iterator(
             data_config,
             global_batch_size=global_batch_size,

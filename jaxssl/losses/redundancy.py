@@ -192,3 +192,161 @@ def vicreg_loss(
         + cov_coeff * terms["covariance"]
     )
     return loss, terms
+
+
+# --- VICRegL: VICReg on the pooled embeddings and on matched feature-map vectors ---
+
+
+def location_grid(boxes: jax.Array, rows: int, cols: int) -> jax.Array:
+    """Where the cells of a ``rows x cols`` feature map of each view lie in its source image.
+
+    The centres of the map's cells, ``(y, x)`` in source pixels, from the views' crop boxes
+    ``(top, left, height, width, flipped)`` (`jaxssl.data.crops.view_boxes`), as the
+    reference's ``_location_to_NxN_grid``. A flipped view's grid is mirrored left-right (its
+    cell ``(r, c)`` shows what the unflipped crop shows at column ``cols - 1 - c``); the
+    reference's default (``--no-flip-grid 1``) leaves grids unmirrored.
+
+    Args:
+      boxes: ``[..., 5]`` float crop boxes.
+      rows: feature-map height.
+      cols: feature-map width.
+
+    Returns:
+      ``[..., rows * cols, 2]`` float32, row-major over the map.
+    """
+    boxes = boxes.astype(jnp.float32)
+    top, left, height, width, flipped = (boxes[..., i] for i in range(5))
+    r = (jnp.arange(rows, dtype=jnp.float32) + 0.5) / rows  # [rows]
+    c = (jnp.arange(cols, dtype=jnp.float32) + 0.5) / cols  # [cols]
+    c = jnp.where(flipped[..., None] > 0.5, 1.0 - c, c)  # [..., cols]
+    y = top[..., None] + height[..., None] * r  # [..., rows]
+    x = left[..., None] + width[..., None] * c  # [..., cols]
+    shape = y.shape[:-1] + (rows, cols)
+    grid = jnp.stack(
+        [jnp.broadcast_to(y[..., :, None], shape), jnp.broadcast_to(x[..., None, :], shape)], -1
+    )
+    return grid.reshape(y.shape[:-1] + (rows * cols, 2))
+
+
+def nearest_matches(distances: jax.Array, num_matches: int | None) -> tuple[jax.Array, jax.Array]:
+    """The reference's ``neirest_neighbores``: each input vector's nearest candidate, and the
+    ``num_matches`` inputs nearest to theirs (all with None).
+
+    Args:
+      distances: ``[B, N, M]`` distances (or any increasing function of them) from each of an
+        image's ``N`` input vectors to its ``M`` candidates.
+      num_matches: how many of the ``N`` inputs to keep (those with the smallest distance to
+        their nearest candidate), in ascending index order as the reference keeps them.
+
+    Returns:
+      ``(inputs [B, K], candidates [B, K])`` int32 indices, ``K = num_matches`` or ``N``.
+    """
+    distances = jax.lax.stop_gradient(distances)
+    b, n, _ = distances.shape
+    nearest = jnp.argmin(distances, axis=-1).astype(jnp.int32)  # [B, N]
+    if num_matches is None or num_matches >= n:
+        return jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n)), nearest
+    best = jnp.min(distances, axis=-1)  # [B, N]
+    _, chosen = jax.lax.top_k(-best, num_matches)  # the inputs with the closest matches
+    chosen = jnp.sort(chosen, axis=-1).astype(jnp.int32)
+    return chosen, jnp.take_along_axis(nearest, chosen, axis=-1)
+
+
+def _square_distances(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``[B, N, M]`` squared Euclidean distances between ``[B, N, C]`` and ``[B, M, C]`` rows
+    (the same order as the reference's ``cdist``)."""
+    a, b = a.astype(jnp.float32), b.astype(jnp.float32)
+    cross = jnp.einsum("bnc,bmc->bnm", a, b, precision=jax.lax.Precision.HIGHEST)
+    return jnp.sum(a * a, -1)[..., :, None] + jnp.sum(b * b, -1)[..., None, :] - 2.0 * cross
+
+
+def matched_vicreg_terms(
+    x: jax.Array, y: jax.Array, eps: float = 1e-4
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The reference's ``_vicreg_loss`` of matched vectors ``x``, ``y`` ``[B, K, C]``:
+    invariance (MSE over everything), variance (hinge on each (match, channel)'s std over the
+    global batch, averaged, mean of x's and y's) and covariance (per match slot over the batch,
+    squared off-diagonal entries summed over ``C``, averaged over the slots, mean of x's and
+    y's), unweighted, float32."""
+    x, y = x.astype(jnp.float32), y.astype(jnp.float32)
+    invariance = jnp.mean(jnp.square(x - y))
+
+    def variance(z):
+        return jnp.mean(jax.nn.relu(1.0 - jnp.sqrt(jnp.var(z, axis=0, ddof=1) + eps)))
+
+    def covariance(z):
+        n, _, c = z.shape
+        centered = z - jnp.mean(z, axis=0)
+        cov = jnp.einsum(
+            "bkc,bkd->kcd", centered, centered, precision=jax.lax.Precision.HIGHEST
+        ) / (n - 1)  # [K, C, C]
+        off = jnp.sum(jnp.square(cov), axis=(1, 2)) - jnp.sum(
+            jnp.square(jnp.diagonal(cov, axis1=1, axis2=2)), axis=-1
+        )
+        return jnp.mean(off / c)
+
+    return (
+        invariance,
+        variance(x) / 2 + variance(y) / 2,
+        covariance(x) / 2 + covariance(y) / 2,
+    )
+
+
+def vicregl_local_terms(
+    maps_1: jax.Array,
+    maps_2: jax.Array,
+    locations_1: jax.Array,
+    locations_2: jax.Array,
+    num_matches: tuple[int, int],
+    l2_all_matches: bool = True,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The reference's ``_local_loss`` of one pair of views: unweighted ``(invariance,
+    variance, covariance)``, each the sum of a feature-space and a location matching, each of
+    those the mean of its two directions (`matched_vicreg_terms`).
+
+    Feature space: every vector of one view's map against its nearest (L2) vector in the
+    other's (``l2_all_matches``; else the ``num_matches`` best). Location: the
+    ``num_matches[0]`` vectors of view 1 nearest in the image to a cell of view 2, and the
+    ``num_matches[1]`` of view 2 nearest to one of view 1.
+
+    Args:
+      maps_1, maps_2: ``[B, N1, C]``, ``[B, N2, C]`` projected feature-map vectors.
+      locations_1, locations_2: ``[B, N1, 2]``, ``[B, N2, 2]`` their cells' centres in the
+        source image (`location_grid`).
+      num_matches: ``(K1, K2)`` (reference: 20 and 4 of a 7x7 and a 3x3 map).
+      l2_all_matches: match every vector in feature space (reference default).
+    """
+
+    def both_ways(distances, k_forward, k_backward):
+        terms = []
+        for src, dst, dist, k in (
+            (maps_1, maps_2, distances, k_forward),
+            (maps_2, maps_1, jnp.swapaxes(distances, 1, 2), k_backward),
+        ):
+            rows, cols = nearest_matches(dist, k)
+            terms.append(
+                matched_vicreg_terms(
+                    jnp.take_along_axis(src, rows[..., None], axis=1),
+                    jnp.take_along_axis(dst, cols[..., None], axis=1),
+                )
+            )
+        return [(a + b) / 2 for a, b in zip(*terms, strict=True)]
+
+    k_l2 = (None, None) if l2_all_matches else num_matches
+    feature = both_ways(_square_distances(maps_1, maps_2), *k_l2)
+    location = both_ways(_square_distances(locations_1, locations_2), *num_matches)
+    return tuple(f + g for f, g in zip(feature, location, strict=True))
+
+
+def vicregl_global_terms(z: jax.Array, eps: float = 1e-4) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The reference's ``global_loss`` of ``[B, V, P]`` embeddings, unweighted: invariance
+    averaged over the pairs (each of the first two views with every other view), variance and
+    covariance (as `vicreg_loss`'s per view) averaged over the views. With two views it is
+    `vicreg_loss`'s terms, except that the covariance is the views' mean, not their sum."""
+    z = z.astype(jnp.float32)
+    v = z.shape[1]
+    pairs = [(i, j) for i in range(min(2, v)) for j in range(v) if j != i]
+    invariance = sum(jnp.mean(jnp.square(z[:, i] - z[:, j])) for i, j in pairs) / len(pairs)
+    variance = sum(_variance_term(z[:, i], eps) for i in range(v)) / v
+    covariance = sum(_covariance_term(z[:, i]) for i in range(v)) / v
+    return invariance, variance, covariance

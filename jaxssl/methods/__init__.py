@@ -24,6 +24,7 @@ from jaxssl.methods import (
     swav,
     tico,
     vicreg,
+    vicregl,
     wmse,
 )
 from jaxssl.methods.base import LossAux, Method, keep_state, no_state
@@ -36,6 +37,7 @@ METHODS: dict[str, Method] = {
     "simsiam": simsiam.METHOD,
     "barlow_twins": barlow_twins.METHOD,
     "vicreg": vicreg.METHOD,
+    "vicregl": vicregl.METHOD,
     # SupCon is SimCLR's method over the label graph (config.method.graph = "label").
     "supcon": simclr.METHOD,
     # DCL / DCLW are SimCLR's method with the decoupled loss (config.method.decoupled).

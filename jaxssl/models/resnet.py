@@ -86,7 +86,9 @@ class ResNet(nn.Module):
     bn_momentum: float = 0.9
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = True, maps: bool = False) -> jax.Array:
+        """``[B, D]`` pooled features; with ``maps`` the last stage's ``[B, h, w, D]`` feature
+        maps (float32) before the pooling, for local losses (VICRegL)."""
         chex.assert_rank(x, 4)  # [B, H, W, 3]
         conv = functools.partial(conv_lib.Conv, dtype=self.dtype, implementation=self.conv_impl)
         # Under jit over a ("data",) mesh the batch axis is global, so these statistics are
@@ -119,6 +121,8 @@ class ResNet(nn.Module):
                     name=f"stage{i + 1}_block{j + 1}",
                 )(x)
         # Pool in float32: the features feed the loss, the probe and kNN.
+        if maps:
+            return x.astype(jnp.float32)  # [B, h, w, D]
         return jnp.mean(x.astype(jnp.float32), axis=(1, 2))  # [B, D]
 
 
