@@ -8,7 +8,8 @@ base config with its values set *before* references resolve, so derived fields f
 ``optim.base_lr`` moves ``optim.lr``). The fields whose resolved values differ between replicas
 become per-replica arrays traced into the step (`hyperparameters`, `traced_config`); the
 ``TrainState`` carries a leading replica axis. Only what the compiled step reads can be swept:
-the run's ``seed`` and float fields of ``optim``, ``method``, ``model`` and ``evals.probe``. A
+the run's ``seed`` and float fields of ``optim``, ``method``, ``model``, ``sigreg`` and
+``evals.probe``. A
 field that changes shapes or the program's structure (an int, a string, a bool, a derived step
 count, a float the code branches on in Python) is refused with its name.
 
@@ -39,7 +40,7 @@ DATA_MODES = ("shared", "independent")
 # time; on CPU faster than R runs in a row). "auto": unroll on CPU, vmap elsewhere.
 MODES = ("auto", "vmap", "unroll")
 # Config paths the compiled step reads: a float under one of these can be a traced array.
-SWEEPABLE_PREFIXES = ("optim.", "method.", "model.", "evals.probe.")
+SWEEPABLE_PREFIXES = ("optim.", "method.", "model.", "evals.probe.", "sigreg.")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxssl import errors, sharding
+from jaxssl import errors, sharding, sweep
 from jaxssl import step as step_lib
 from jaxssl.configs import lejepa_cifar10, vicreg_cifar10
 from jaxssl.losses import gaussianity
@@ -154,3 +154,10 @@ def test_a_method_without_embeddings_refuses_the_sigreg_dropin():
     mae_batch = sharding.to_global(helpers.random_views_batch(mae_config), mae_mesh)
     with pytest.raises(errors.ConfigError, match="LossAux.embeddings"):
         mae_run.train_step(mae_state, mae_batch)
+
+
+def test_the_sigreg_weight_can_be_swept():
+    config = vicreg_cifar10.get_config("smoke")
+    parsed = sweep.parse(["sigreg.weight=0.0,0.5"], config)
+    _, values = sweep.hyperparameters([parsed.replica_config(config, r) for r in range(2)])
+    np.testing.assert_allclose(values["sigreg.weight"], [0.0, 0.5])
