@@ -89,7 +89,10 @@ def test_dino_head_outputs_cosines_of_the_normalized_bottleneck():
 @pytest.fixture(scope="module")
 def smoke():
     """The smoke preset on 2 devices, with SGD so that step 1 already moves the parameters."""
-    config = dino_cifar10.get_config("smoke")
+    return _smoke(dino_cifar10.get_config("smoke"))
+
+
+def _smoke(config):
     config.optim.name = "sgd"
     config.optim.warmup_epochs = 0.0
     config.mesh.data = 2
@@ -279,14 +282,7 @@ def test_koleo_weight_adds_dinov2_koleo_of_each_global_views_features(smoke):
 
 @pytest.fixture(scope="module")
 def dinov2_smoke():
-    config = dinov2_cifar10.get_config("smoke")
-    config.optim.name = "sgd"
-    config.optim.warmup_epochs = 0.0
-    config.mesh.data = 2
-    mesh = sharding.make_mesh(config.mesh)
-    run = trainer.build(config, mesh)
-    state = jax.device_get(run.init_state())
-    return config, mesh, run, state
+    return _smoke(dinov2_cifar10.get_config("smoke"))
 
 
 def test_ibot_adds_the_shared_heads_masked_patch_loss_and_moves_a_patch_center(dinov2_smoke):

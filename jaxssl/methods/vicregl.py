@@ -63,16 +63,6 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     )
 
 
-def _apply(model, variables, views):
-    b, v = views.shape[:2]
-    images = views.reshape((b * v,) + views.shape[2:])
-    outputs, updates = model.apply(
-        variables, images, method=model.project_maps, mutable=["batch_stats"]
-    )
-    outputs = tuple(x.reshape((b, v) + x.shape[1:]) for x in outputs)
-    return outputs, updates.get("batch_stats", {})
-
-
 def loss_fn(
     model: nn.Module,
     variables,
@@ -115,13 +105,17 @@ def loss_fn(
         raise errors.ConfigError(
             "VICRegL needs each view's crop box in the batch: set data.crop_boxes=True."
         )
-    (features, z, maps), batch_stats = _apply(model, variables, batch["global"])
+    (features, z, maps), batch_stats = ssl_model.apply_flat_views(
+        model, variables, batch["global"], model.project_maps
+    )
     boxes = batch["global_box"]
     grid = _grid_side(batch["global"].shape[2], maps.shape[2])
     locations = redundancy.location_grid(boxes, *grid)  # [B, V, N, 2]
     all_maps, all_locations, all_z = [maps], [locations], [z]
     if "local" in batch:
-        (_, z_local, maps_local), _ = _apply(model, variables, batch["local"])
+        (_, z_local, maps_local), _ = ssl_model.apply_flat_views(
+            model, variables, batch["local"], model.project_maps
+        )
         local_grid = _grid_side(batch["local"].shape[2], maps_local.shape[2])
         all_maps.append(maps_local)
         all_locations.append(redundancy.location_grid(batch["local_box"], *local_grid))

@@ -111,11 +111,16 @@ def apply_token_views(
     ``mask`` ``[B, V, N]``; returns ``((features, cls projections, patch projections),
     batch_stats)``, each output ``[B, V, ...]``."""
     b, v = views.shape[:2]
-    images = views.reshape((b * v,) + views.shape[2:])
     flat_mask = None if mask is None else mask.reshape((b * v,) + mask.shape[2:])
-    outputs, updates = model.apply(
-        variables, images, flat_mask, method=model.project_tokens, mutable=["batch_stats"]
-    )
+    return apply_flat_views(model, variables, views, model.project_tokens, flat_mask)
+
+
+def apply_flat_views(model: nn.Module, variables, views: jax.Array, method, *args):
+    """``model.apply(..., method=method)`` in train mode on ``views`` ``[B, V, ...]`` flattened
+    batch-major, its outputs reshaped back to ``[B, V, ...]``; ``(outputs, batch_stats)``."""
+    b, v = views.shape[:2]
+    images = views.reshape((b * v,) + views.shape[2:])
+    outputs, updates = model.apply(variables, images, *args, method=method, mutable=["batch_stats"])
     outputs = tuple(x.reshape((b, v) + x.shape[1:]) for x in outputs)
     return outputs, updates.get("batch_stats", {})
 
