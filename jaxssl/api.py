@@ -109,7 +109,8 @@ def make_embed_fn(run: trainer.Training, batch_size: int = 256) -> Callable:
         last batch is padded, so any ``N`` works without recompiling.
 
     Returns:
-      The embedding function; ``state`` is a `TrainState` or the model variables
+      The embedding function; ``state`` is a `TrainState` (embedded with the network
+      ``config.evals.encoder`` names) or the model variables
       ``{"params", "batch_stats"}`` (`jaxssl.evaluate.restore_state` reads them from a
       training run's checkpoint), ``images`` are uint8 ``[N, H, W, 3]``.
     """
@@ -121,8 +122,10 @@ def make_embed_fn(run: trainer.Training, batch_size: int = 256) -> Callable:
     def embed_fn(state: state_lib.TrainState | dict, images: np.ndarray) -> dict[str, np.ndarray]:
         if isinstance(state, dict):  # already variables, e.g. from evaluate.restore_state
             variables = state
-        else:
-            variables = {"params": state.params, "batch_stats": state.batch_stats}
+        else:  # the network evals.encoder names: the trained one or its EMA teacher
+            variables = features.evaluated_variables(
+                run.config.evals.encoder, state.params, state.batch_stats, state.method_state
+            )
         images = np.asarray(images, np.uint8)
         num_images = len(images)
         padding = [(0, -num_images % batch_size)] + [(0, 0)] * (images.ndim - 1)

@@ -141,24 +141,32 @@ class Checkpointer:
         )
         return jax.block_until_ready(restored["state"])
 
-    def restore_variables(self, abstract_state: Any, step: int | None = None) -> dict[str, Any]:
+    def restore_variables(
+        self, abstract_state: Any, step: int | None = None, teacher: bool = False
+    ) -> dict[str, Any]:
         """Restores only ``params`` and ``batch_stats``: what evaluation and export need.
 
         Fields the TrainState gained later (or that another method adds) are not read, so
         checkpoints of older runs still evaluate.
 
         Args:
-          abstract_state: as for ``restore``; only its ``params`` and ``batch_stats`` are used.
+          abstract_state: as for ``restore``; only its ``params`` and ``batch_stats`` are used
+            (and ``method_state["target"]`` with ``teacher``).
           step: the step to restore; default the latest.
+          teacher: also restore the EMA teacher, ``method_state["target"]``
+            (``evals.encoder="target"``).
 
         Returns:
-          ``{"params": ..., "batch_stats": ...}``, sharded as ``abstract_state`` says.
+          ``{"params": ..., "batch_stats": ...}`` (and ``"method_state": {"target": ...}``
+          with ``teacher``), sharded as ``abstract_state`` says.
         """
         step = self._manager.latest_step() if step is None else step
         where = os.path.join(self.directory, str(step))
         saved = self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
         self._check_config(saved["config"], where)
         target = {"params": abstract_state.params, "batch_stats": abstract_state.batch_stats}
+        if teacher:
+            target["method_state"] = {"target": abstract_state.method_state["target"]}
         reader = ocp.CheckpointManager(
             self._path,
             options=ocp.CheckpointManagerOptions(read_only=True),

@@ -54,7 +54,8 @@ def restore_state(
       replica: the replica to restore, for a workdir that holds a sweep (`jaxssl.sweep`).
 
     Returns:
-      ``(model, variables, step)``: ``variables = {"params": ..., "batch_stats": ...}``.
+      ``(model, variables, step)``: ``variables = {"params": ..., "batch_stats": ...}``, the
+      trained network's or its EMA teacher's, as ``config.evals.encoder`` says.
 
     Raises:
       FileNotFoundError: the workdir has no checkpoint.
@@ -100,11 +101,19 @@ def restore_state(
         step = checkpointer.latest_step() if step is None else step
         if step is None:
             raise errors.MissingFileError(missing)
-        variables = checkpointer.restore_variables(abstract, step)
+        encoder = config.evals.get("encoder", "online")
+        # evals.encoder="target" for a method without a teacher: fail before reading anything.
+        features.evaluated_variables(
+            encoder, abstract.params, abstract.batch_stats, abstract.method_state
+        )
+        restored = checkpointer.restore_variables(abstract, step, teacher=encoder == "target")
     finally:
         checkpointer.close()
     if sweep is not None:
-        variables = jax.tree.map(lambda x: x[replica], variables)
+        restored = jax.tree.map(lambda x: x[replica], restored)
+    variables = features.evaluated_variables(
+        encoder, restored["params"], restored["batch_stats"], restored.get("method_state")
+    )
     return model, variables, int(step)
 
 

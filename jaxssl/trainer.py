@@ -252,11 +252,6 @@ def replica_part(tree, replica: int, mesh: jax.sharding.Mesh):
     return _replica_part(tree, np.int32(replica), mesh)
 
 
-def replica_variables(state: state_lib.TrainState, replica: int, mesh: jax.sharding.Mesh) -> dict:
-    """``{"params", "batch_stats"}`` of one replica of a sweep's state, whole on every device."""
-    return replica_part({"params": state.params, "batch_stats": state.batch_stats}, replica, mesh)
-
-
 def _make_dynamics(config, run, mesh, workdir, start_step, sweep) -> list[dynamics.Dynamics]:
     """The training-dynamics instruments: one, or one per replica of a sweep (each with its
     replica's config, so update ratios use its optimizer), all on one probe set."""
@@ -297,7 +292,8 @@ def evaluate_state(
 
     Args:
       extractor: the eval splits and the compiled embedding.
-      state: the state to evaluate.
+      state: the state to evaluate: its network or its EMA teacher, as ``evals.encoder`` says
+        (`features.evaluated_variables`).
       replicas: a sweep's number of replicas (0: a single run); each is evaluated in turn.
 
     Returns:
@@ -305,12 +301,15 @@ def evaluate_state(
       for a sweep, each metric as an ``[R]`` array.
     """
     step = current_step(state)
+    whole = features.evaluated_variables(
+        extractor.config.evals.get("encoder", "online"),
+        state.params,
+        state.batch_stats,
+        state.method_state,
+    )
     per_replica = []
     for replica in range(max(replicas, 1)):
-        if replicas:
-            variables = replica_variables(state, replica, extractor.mesh)
-        else:
-            variables = {"params": state.params, "batch_stats": state.batch_stats}
+        variables = replica_part(whole, replica, extractor.mesh) if replicas else whole
         context = extractor.extract(variables, step=step)
         evals.run(evals.get_evaluators(TRAINING_EVALUATORS), context)
         metrics = {k: v for r in context.results.values() for k, v in r.metrics.items()}
@@ -389,6 +388,13 @@ def train_and_evaluate(
     with jax.set_mesh(mesh):
         # --- Model, optimizer, step ---
         run = build(config, mesh, sweep)
+        # evals.encoder="target" for a method without a teacher: fail before training.
+        features.evaluated_variables(
+            config.evals.get("encoder", "online"),
+            run.abstract_state.params,
+            run.abstract_state.batch_stats,
+            run.abstract_state.method_state,
+        )
         total_bytes, device_bytes = sharding.state_bytes(run.abstract_state)
         logging.info(
             "Train state: %.1f MiB, of which %.1f MiB on each device.",

@@ -62,12 +62,17 @@ def restore_checkpoint(workdir: str, config: ml_collections.ConfigDict):
         checkpointer.close()
 
 
-def save_init_checkpoint(workdir: str, config: ml_collections.ConfigDict, step: int) -> None:
+def save_init_checkpoint(
+    workdir: str, config: ml_collections.ConfigDict, step: int, edit=None
+) -> None:
     """A workdir as ``jaxssl train`` leaves it, without the training: ``config.json`` and the
-    initial state saved on all devices as step ``step``."""
+    initial state saved on all devices as step ``step`` (changed by ``edit(state)`` first, if
+    given)."""
     mesh = sharding.make_mesh(config.mesh)
     run = trainer.build(config, mesh)
     state = run.init_state().replace(step=jnp.asarray(step, jnp.int32))
+    if edit is not None:
+        state = edit(state)
     checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config, keep=1)
     checkpointer.save(step, state)
     checkpointer.wait()

@@ -9,8 +9,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxssl import evaluate, methods, saved_config, sharding, trainer
-from jaxssl.configs import simclr_cifar10
+from jaxssl import errors, evaluate, methods, saved_config, sharding, trainer
+from jaxssl.configs import byol_cifar10, simclr_cifar10
 from jaxssl.evals import features
 from tests import helpers
 
@@ -96,3 +96,59 @@ def test_eval_rejects_an_unknown_config_key(smoke_workdir):
     result = helpers.run_jaxssl("eval", "--workdir", smoke_workdir, "--config.evals.linear.wd=1")
     assert result.returncode != 0
     assert "weight_decays" in result.stderr.split("Valid fields")[1]
+
+
+def _halve_teacher(state):
+    """A BYOL state whose EMA teacher differs from the online network (at init they agree)."""
+    target = jax.tree.map(lambda x: 0.5 * x + 0.25, state.method_state["target"])
+    return state.replace(method_state={**state.method_state, "target": target})
+
+
+@pytest.mark.parametrize("encoder", ["online", "target"])
+def test_eval_restores_the_network_evals_encoder_names(tmp_path, encoder):
+    config = byol_cifar10.get_config("smoke")
+    helpers.save_init_checkpoint(str(tmp_path), config, step=3, edit=_halve_teacher)
+    config = saved_config.load(str(tmp_path))
+    config.evals.encoder = encoder
+    mesh = sharding.make_mesh(ml_collections.ConfigDict({"data": 1}))
+    _, variables, _ = evaluate.restore_state(config, str(tmp_path), mesh, None)
+    saved = helpers.restore_checkpoint(str(tmp_path), config)
+    teacher = saved.method_state["target"]
+    assert set(teacher["params"]) == {"backbone", "projector"}
+    for collection, online in (("params", saved.params), ("batch_stats", saved.batch_stats)):
+        for name, tree in online.items():
+            # The teacher's modules from the teacher (with "target"), the rest (predictor,
+            # probe) always online.
+            want = (
+                teacher[collection][name]
+                if encoder == "target" and name in teacher[collection]
+                else tree
+            )
+            for got, expected in zip(
+                *map(jax.tree.leaves, (variables[collection][name], want)), strict=True
+            ):
+                np.testing.assert_array_equal(got, expected, err_msg=f"{collection}/{name}")
+    # The two networks differ, so the test above could tell them apart.
+    online_leaf = jax.tree.leaves(saved.params["backbone"])[0]
+    teacher_leaf = jax.tree.leaves(teacher["params"]["backbone"])[0]
+    assert not np.allclose(online_leaf, teacher_leaf)
+
+
+def test_evaluated_variables_rejects_target_without_a_teacher_and_unknown_names():
+    params, stats = {"backbone": {"w": jnp.ones(2)}}, {}
+    assert features.evaluated_variables("online", params, stats, {}) == {
+        "params": params,
+        "batch_stats": stats,
+    }
+    with pytest.raises(errors.ConfigError, match="keeps none"):
+        features.evaluated_variables("target", params, stats, {"queue": jnp.zeros(3)})
+    with pytest.raises(errors.ConfigError, match="evals.encoder must be one of"):
+        features.evaluated_variables("teacher", params, stats, {})
+
+
+def test_train_with_a_target_encoder_for_a_method_without_teacher_fails_before_writing(tmp_path):
+    config = simclr_cifar10.get_config("smoke")
+    config.evals.encoder = "target"
+    with pytest.raises(errors.ConfigError, match="keeps none"):
+        trainer.train_and_evaluate(config, str(tmp_path))
+    assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))

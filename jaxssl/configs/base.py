@@ -201,6 +201,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.evals.patches = ml_collections.ConfigDict(
         dict(num=0, size=32, scale=(0.25, 0.25), ratio=(1.0, 1.0), seed=0)
     )
+    # The network every evaluation embeds with: "online" (the trained one) or "target" (the
+    # EMA teacher of BYOL, MoCo, DINO, I-JEPA, ...: its backbone and projector; DINO's and
+    # I-JEPA's papers evaluate it). jaxssl/evals/features.py: evaluated_variables.
+    config.evals.encoder = "online"
     # Offline evaluation (`jaxssl eval`, jaxssl/evaluate.py) on features extracted once.
     config.evals.run = ("knn", "linear", "spectral", "plots")  # keys of jaxssl.evals.EVALUATORS
     config.evals.linear = ml_collections.ConfigDict(

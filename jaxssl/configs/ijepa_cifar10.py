@@ -12,9 +12,10 @@ Presets (``--config jaxssl/configs/ijepa_cifar10.py:NAME``):
   300, random-resized crops of scale 0.3-1 and flips only. Differences: the reference's weight
   decay rises 0.04 -> 0.4 on a cosine and its lr warms up from 2e-4 (here a fixed decay and a
   warm-up from 0), its encoder has no CLS token (here one is present and unused: features are
-  mean-pooled patch tokens, as I-JEPA evaluates), and masks have fixed shapes
-  (``masking.multiblock_masks``). The paper reports ImageNet linear probes for ViT-B/L/H; no
-  CIFAR-10 figure is published for this recipe, so none is claimed. For an accelerator.
+  mean-pooled patch tokens of the target encoder, as I-JEPA evaluates: ``evals.encoder``), and
+  masks have fixed shapes (``masking.multiblock_masks``). The paper reports ImageNet linear
+  probes for ViT-B/L/H; no CIFAR-10 figure is published for this recipe, so none is claimed.
+  For an accelerator.
 
     python -m jaxssl.train --config jaxssl/configs/ijepa_cifar10.py --workdir /tmp/ijepa
 
@@ -50,6 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.patch_size = 2
     config.model.position = "sincos"
     config.model.pooling = "mean"
+    config.evals.encoder = "target"  # the paper evaluates the EMA target encoder
     config.train.batch_size = 512
     config.train.epochs = 300.0
     config.train.checkpoint_every_steps = 2000

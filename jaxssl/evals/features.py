@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxssl import sharding
+from jaxssl import errors, sharding
 from jaxssl.data import color
 from jaxssl.data import tfds as input_pipeline
 
@@ -100,6 +100,38 @@ def bag_of_patches(embed: Callable) -> Callable:
         return jax.tree.map(lambda x: x / patches.shape[1], total)
 
     return embed_patches
+
+
+ENCODERS = ("online", "target")
+
+
+def evaluated_variables(encoder: str, params, batch_stats, method_state) -> dict:
+    """The variables an evaluation embeds with: ``config.evals.encoder`` of a state's parts.
+
+    ``"online"``: the trained network itself. ``"target"``: its backbone and projector replaced
+    by the EMA teacher's (``method_state["target"]``, `jaxssl.methods.teacher`), weights and
+    BatchNorm averages alike: the network DINO's and I-JEPA's papers evaluate (their teacher
+    is an average of the student's recent weights). Other entries (predictor, probe) are the
+    online ones.
+
+    Raises:
+      errors.ConfigError: an unknown encoder, or ``"target"`` for a method without a teacher.
+    """
+    if encoder not in ENCODERS:
+        raise errors.ConfigError(f"evals.encoder must be one of {ENCODERS}, not {encoder!r}.")
+    variables = {"params": params, "batch_stats": batch_stats}
+    if encoder == "online":
+        return variables
+    if not isinstance(method_state, dict) or "target" not in method_state:
+        raise errors.ConfigError(
+            "evals.encoder='target' evaluates the EMA teacher, and this method keeps none "
+            "(methods with one: BYOL, MoCo v2/v3, DINO, DINOv2, I-JEPA, ...): use 'online'."
+        )
+    target = method_state["target"]
+    return {
+        "params": {**params, **target["params"]},
+        "batch_stats": {**batch_stats, **target.get("batch_stats", {})},
+    }
 
 
 def embed_views(model: nn.Module, variables, views: jax.Array) -> dict[str, jax.Array]:
