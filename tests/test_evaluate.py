@@ -104,15 +104,23 @@ def _halve_teacher(state):
     return state.replace(method_state={**state.method_state, "target": target})
 
 
+@pytest.fixture(scope="module")
+def byol_workdir(tmp_path_factory):
+    """A BYOL smoke checkpoint (step 3) whose teacher differs from its online network."""
+    workdir = str(tmp_path_factory.mktemp("eval_byol"))
+    helpers.save_init_checkpoint(
+        workdir, byol_cifar10.get_config("smoke"), step=3, edit=_halve_teacher
+    )
+    return workdir
+
+
 @pytest.mark.parametrize("encoder", ["online", "target"])
-def test_eval_restores_the_network_evals_encoder_names(tmp_path, encoder):
-    config = byol_cifar10.get_config("smoke")
-    helpers.save_init_checkpoint(str(tmp_path), config, step=3, edit=_halve_teacher)
-    config = saved_config.load(str(tmp_path))
+def test_eval_restores_the_network_evals_encoder_names(byol_workdir, encoder):
+    config = saved_config.load(byol_workdir)
     config.evals.encoder = encoder
     mesh = sharding.make_mesh(ml_collections.ConfigDict({"data": 1}))
-    _, variables, _ = evaluate.restore_state(config, str(tmp_path), mesh, None)
-    saved = helpers.restore_checkpoint(str(tmp_path), config)
+    _, variables, _ = evaluate.restore_state(config, byol_workdir, mesh, None)
+    saved = helpers.restore_checkpoint(byol_workdir, config)
     teacher = saved.method_state["target"]
     assert set(teacher["params"]) == {"backbone", "projector"}
     for collection, online in (("params", saved.params), ("batch_stats", saved.batch_stats)):
