@@ -101,7 +101,7 @@ def restore_state(
         step = checkpointer.latest_step() if step is None else step
         if step is None:
             raise errors.MissingFileError(missing)
-        encoder = config.evals.get("encoder", "online")
+        encoder = config.evals.encoder
         # evals.encoder="target" for a method without a teacher: fail before reading anything.
         features.evaluated_variables(
             encoder, abstract.params, abstract.batch_stats, abstract.method_state

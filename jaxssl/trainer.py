@@ -302,7 +302,7 @@ def evaluate_state(
     """
     step = current_step(state)
     whole = features.evaluated_variables(
-        extractor.config.evals.get("encoder", "online"),
+        extractor.config.evals.encoder,
         state.params,
         state.batch_stats,
         state.method_state,
@@ -390,7 +390,7 @@ def train_and_evaluate(
         run = build(config, mesh, sweep)
         # evals.encoder="target" for a method without a teacher: fail before training.
         features.evaluated_variables(
-            config.evals.get("encoder", "online"),
+            config.evals.encoder,
             run.abstract_state.params,
             run.abstract_state.batch_stats,
             run.abstract_state.method_state,
