@@ -39,12 +39,22 @@ class NoUsableCheckpointError(errors.UserError, RuntimeError):
 _COMPUTE_ONLY = {"dtype", "conv_impl"}
 # Fields that only set initial values: a resumed state has its own.
 _INIT_ONLY = {"projector_init_scale"}
-_VIT_ONLY = {"patch_size", "image_size", "pooling", "position", "num_registers", "mask_token"}
+# How features are read out of the same parameters: evaluating a CLS-trained ViT by the mean of
+# its patch tokens (`jaxssl eval --config.model.pooling=mean`) is a protocol of its own.
+_READOUT_ONLY = {"pooling"}
+_VIT_ONLY = {
+    "vit_depth",
+    "patch_size",
+    "image_size",
+    "position",
+    "num_registers",
+    "mask_token",
+}
 # Fields added after checkpoints were written, with the value that reproduces the older
 # behaviour: a checkpoint whose config lacks them was trained with that value (both sides get
 # the defaults, so a method without the field compares equal too). JSON values, as saved.
 _ADDED_LATER = {
-    "model": {"position": "learned", "num_registers": 0, "mask_token": False},
+    "model": {"position": "learned", "num_registers": 0, "mask_token": False, "vit_depth": 0},
     "method": {  # DINO's DINOv2 options
         "koleo_weight": 0.0,
         "ibot_weight": 0.0,
@@ -63,6 +73,7 @@ def _defining(config: dict) -> dict:
     ignored = (
         _COMPUTE_ONLY
         | _INIT_ONLY
+        | _READOUT_ONLY
         | (_RESNET_ONLY if str(model.get("backbone", "")).startswith("vit") else _VIT_ONLY)
     )
     defining["model"] = {k: v for k, v in model.items() if k not in ignored}

@@ -56,7 +56,7 @@ def test_fields_added_later_compare_equal_to_the_behaviour_before_them():
             (),
             ("koleo_weight", "ibot_weight", "mask_probability", "mask_ratio", "centering"),
         ),
-        (mae_cifar10.get_config("smoke"), ("num_registers", "mask_token"), ()),
+        (mae_cifar10.get_config("smoke"), ("num_registers", "mask_token", "vit_depth"), ()),
     ):
         current = json.loads(config.to_json())
         old = json.loads(config.to_json())
@@ -70,3 +70,14 @@ def test_fields_added_later_compare_equal_to_the_behaviour_before_them():
         else:
             current["model"]["num_registers"] = 4
         assert checkpoint._defining(old) != checkpoint._defining(current)
+
+
+def test_pooling_is_a_readout_and_depth_defines_the_state():
+    # The same parameters read out by CLS or by mean patch token: evaluating either is allowed.
+    config = json.loads(mae_cifar10.get_config("smoke").to_json())
+    mean = json.loads(json.dumps(config))
+    mean["model"]["pooling"] = "cls" if config["model"]["pooling"] == "mean" else "mean"
+    assert checkpoint._defining(mean) == checkpoint._defining(config)
+    deeper = json.loads(json.dumps(config))
+    deeper["model"]["vit_depth"] = 6
+    assert checkpoint._defining(deeper) != checkpoint._defining(config)

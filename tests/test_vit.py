@@ -21,6 +21,20 @@ def test_parameter_counts_match_the_published_models(name, millions):
     assert abs(count / 1e6 - millions) < 1e-3
 
 
+def test_config_depth_replaces_the_sizes_number_of_blocks():
+    config = simclr_vit_cifar10.get_config("smoke")
+    config.model.vit_depth = 3
+    shapes = jax.eval_shape(
+        ssl_model.make_backbone(config.model).init, jax.random.key(0), jnp.zeros((1, 16, 16, 3))
+    )
+    blocks = {k for k in shapes["params"] if k.startswith("block")}
+    assert blocks == {"block1", "block2", "block3"}
+    config.model.vit_depth = 0
+    assert ssl_model.make_backbone(config.model).depth == vit.SIZES[config.model.backbone][1]
+    with pytest.raises(ValueError, match="depth must be >= 0"):
+        vit.make_vit("vit_tiny", depth=-1)
+
+
 def _tiny(**kwargs):
     model = vit.ViT(embed_dim=16, depth=2, num_heads=2, patch_size=4, image_size=16, **kwargs)
     x = np.random.default_rng(0).normal(size=(3, 16, 16, 3)).astype(np.float32)

@@ -128,6 +128,7 @@ def get_base_config() -> ml_collections.ConfigDict:
             conv_impl="auto",  # native; im2col for <= 2x2 output maps on CPU (models/conv.py)
             bn_momentum=0.9,
             # ViT backbones (vit_tiny | vit_small | vit_base) only:
+            vit_depth=0,  # number of blocks; 0: the size's (12 for all three)
             patch_size=16,
             image_size=config.data.get_ref("image_size"),  # position-embedding grid size
             pooling="cls",  # cls | mean

@@ -127,12 +127,13 @@ def apply_flat_views(model: nn.Module, variables, views: jax.Array, method, *arg
 
 def make_backbone(model_config: ml_collections.ConfigDict) -> nn.Module:
     """The backbone named by ``config.model.backbone``: a ResNet (``resnet.BACKBONES``: width,
-    stem, conv lowering) or a ViT (``vit.SIZES``: patch size, image size, pooling, position
-    embeddings, registers)."""
+    stem, conv lowering) or a ViT (``vit.SIZES``: depth, patch size, image size, pooling,
+    position embeddings, registers)."""
     dtype = jnp.dtype(model_config.dtype)
     if model_config.backbone in vit.SIZES:
         return vit.make_vit(
             model_config.backbone,
+            depth=model_config.get("vit_depth", 0),
             patch_size=model_config.patch_size,
             image_size=model_config.image_size,
             pooling=model_config.pooling,

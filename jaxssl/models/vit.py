@@ -264,9 +264,12 @@ class ViT(nn.Module):
         return pooled.astype(jnp.float32)  # [B, D]
 
 
-def make_vit(name: str, **kwargs) -> ViT:
-    """ViT by size name from ``SIZES``; ``kwargs`` set the other attributes."""
+def make_vit(name: str, depth: int = 0, **kwargs) -> ViT:
+    """ViT by size name from ``SIZES``; ``depth`` > 0 replaces the size's number of blocks
+    (e.g. a 6-block ViT-Tiny for a CPU budget); ``kwargs`` set the other attributes."""
     if name not in SIZES:
         raise ValueError(f"Unknown ViT {name!r}; valid: {sorted(SIZES)}.")
-    embed_dim, depth, num_heads = SIZES[name]
-    return ViT(embed_dim=embed_dim, depth=depth, num_heads=num_heads, **kwargs)
+    if depth < 0:
+        raise ValueError(f"ViT depth must be >= 0 (0: the size's {SIZES[name][1]}), not {depth}.")
+    embed_dim, size_depth, num_heads = SIZES[name]
+    return ViT(embed_dim=embed_dim, depth=depth or size_depth, num_heads=num_heads, **kwargs)
