@@ -18,7 +18,7 @@ Presets (``--config jaxssl/configs/mae_cifar10.py:NAME``):
   tokens, 16 visible, so the encoder costs what a 16 px crop would), a 128-wide 2-block
   decoder, batch 256, AdamW at a larger peak lr for the short run; 19 minutes of training
   (time-budgeted), since the final kNN of whole 32 px images (65 tokens each through the
-  encoder) takes ~7.5 minutes on a 2-core host. kNN and the linear probe read the encoder's
+  encoder) takes ~8 minutes on a 2-core host. kNN and the linear probe read the encoder's
   mean-pooled patch tokens of whole images. Measured (29 min 44 s in all on a 2-core AMD
   EPYC, 592 steps, 3.0 epochs): kNN top-1 0.422 (k=20: 0.441), linear probe 0.546; with 26
   minutes of training (35 min 33 s, 823 steps): kNN 0.427, linear 0.561.
