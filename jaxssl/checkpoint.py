@@ -61,6 +61,8 @@ _ADDED_LATER = {
         "mask_probability": 0.5,
         "mask_ratio": [0.1, 0.5],
         "centering": "center",
+        "center_embeddings": False,  # TiCo's lightly options
+        "base_momentum": 0.0,
     },
 }
 _RESNET_ONLY = {"width", "stem", "bn_momentum"}

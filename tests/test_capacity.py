@@ -35,6 +35,61 @@ def test_tico_matches_the_papers_algorithm():
     np.testing.assert_array_equal(grad, 0.0)
 
 
+def test_tico_centred_matches_lightlys_form():
+    rng = np.random.default_rng(4)
+    z1, z2 = rng.normal(loc=2.0, size=(2, 16, 5)).astype(np.float32)
+    u, v = _unit(z1 - z1.mean(0)), _unit(z2 - z2.mean(0))
+    c = 0.1 * u.T @ u / 16
+    expected = -np.mean(np.sum(u * v, 1)) + 20.0 * np.mean(np.sum((u @ c) * u, 1))
+    zero = jnp.zeros((5, 5))
+    loss, updated = capacity.tico_loss(jnp.asarray(z1), jnp.asarray(z2), zero, center=True)
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    np.testing.assert_allclose(updated, c, rtol=1e-5, atol=1e-6)
+    # A shift common to a view's embeddings changes nothing once centred (it does otherwise).
+    shifted = capacity.tico_loss(jnp.asarray(z1 + 5.0), jnp.asarray(z2), zero, center=True)[0]
+    np.testing.assert_allclose(shifted, loss, rtol=1e-4)
+    assert (
+        abs(
+            float(capacity.tico_loss(jnp.asarray(z1 + 5.0), jnp.asarray(z2), zero)[0])
+            - float(capacity.tico_loss(jnp.asarray(z1), jnp.asarray(z2), zero)[0])
+        )
+        > 1e-3
+    )
+
+
+def test_tico_momentum_form_embeds_view_two_with_the_ema_network_only():
+    config = tico_cifar10.get_config("smoke")
+    config.method.base_momentum = 0.99
+    config.method.center_embeddings = True
+    config, mesh, run, state = helpers.smoke_run(config)
+    assert set(state.method_state) == {"covariance", "target"}
+    rng = np.random.default_rng(0)
+    b = config.train.batch_size
+    batch = sharding.to_global(
+        {
+            "global": rng.normal(size=(b, 2, 32, 32, 3)).astype(np.float32),
+            "label": np.zeros((b,), np.int32),
+        },
+        mesh,
+    )
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+
+    def loss_of(target_params):
+        method_state = {
+            **state.method_state,
+            "target": {**state.method_state["target"], "params": target_params},
+        }
+        return tico.loss_fn(run.model, variables, batch, method_state, config.method, None, 0)[0]
+
+    # The EMA network's output is a constant target: no gradient reaches its weights, yet the
+    # loss depends on them (it embeds view 2).
+    target = state.method_state["target"]["params"]
+    grads = jax.grad(loss_of)(target)
+    assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree.leaves(grads))
+    moved = jax.tree.map(lambda x: x + rng.normal(size=x.shape).astype(np.float32), target)
+    assert abs(float(loss_of(moved)) - float(loss_of(target))) > 1e-3
+
+
 def test_tico_rewards_agreeing_views_and_penalizes_collapse():
     rng = np.random.default_rng(1)
     spread = rng.normal(size=(64, 8)).astype(np.float32)
@@ -73,11 +128,21 @@ def test_mmcr_is_lowest_for_invariant_views_of_spread_images():
     np.testing.assert_allclose(values, [-6.0, -np.sqrt(6.0), 0.0], atol=1e-4)
 
 
-@pytest.mark.slow  # ~28 s of train steps (both); the losses are checked in the default lane
-@pytest.mark.parametrize("name", ["tico", "mmcr"])
+@pytest.mark.slow  # ~40 s of train steps (all three); the losses are checked in the default lane
+@pytest.mark.parametrize("name", ["tico", "tico_momentum", "mmcr"])
 def test_smoke_train_steps_stay_finite_and_lower_the_loss(name):
-    module, config_module = {"tico": (tico, tico_cifar10), "mmcr": (mmcr, mmcr_cifar10)}[name]
-    config, mesh, run, state = helpers.smoke_run(config_module.get_config("smoke"))
+    module, config_module = {
+        "tico": (tico, tico_cifar10),
+        "tico_momentum": (tico, tico_cifar10),
+        "mmcr": (mmcr, mmcr_cifar10),
+    }[name]
+    config = config_module.get_config("smoke")
+    if name == "tico_momentum":  # lightly's form: centred, an EMA network embeds view 2
+        config.method.base_momentum = 0.99
+        config.method.center_embeddings = True
+    config, mesh, run, state = helpers.smoke_run(config)
+    if name == "tico_momentum":
+        target_before = jax.device_get(state.method_state["target"]["params"])
     rng = np.random.default_rng(0)
     b = config.train.batch_size
     views = config.data.num_views
@@ -99,7 +164,11 @@ def test_smoke_train_steps_stay_finite_and_lower_the_loss(name):
         assert not jax.device_get(metrics["train/nonfinite"])
     chex.assert_tree_all_finite(jax.device_get(state.params))
     assert float(loss(state)) < before
-    if name == "tico":  # the EMA covariance moved from zero towards the projections' Gram
+    if name == "tico_momentum":  # the EMA network moved towards the online one
+        after = jax.tree.leaves(jax.device_get(state.method_state["target"]["params"]))
+        before = jax.tree.leaves(target_before)
+        assert any(not np.allclose(a, b) for a, b in zip(after, before, strict=True))
+    if name.startswith("tico"):  # the EMA covariance moved from zero towards the Gram
         covariance = np.asarray(state.method_state["covariance"])
         assert covariance.shape == (16, 16) and np.trace(covariance) > 0.1
 

@@ -42,6 +42,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.method.name = "tico"
     config.method.beta = 0.9  # EMA coefficient of the covariance
     config.method.rho = 20.0  # weight of the covariance contrast
+    # lightly's options (jaxssl/methods/tico.py): centre each view's embeddings over the batch;
+    # > 0: an EMA network (cosine momentum -> 1) embeds view 2. Off: the paper's Algorithm 1.
+    config.method.center_embeddings = False
+    config.method.base_momentum = 0.0
 
     if preset == "cpu":
         base.apply_cpu_budget(config, image_size=16, epochs=6.0, minutes=26.0)

@@ -23,7 +23,12 @@ from jaxssl.losses import normalize
 
 
 def tico_loss(
-    z1: jax.Array, z2: jax.Array, covariance: jax.Array, beta: float = 0.9, rho: float = 20.0
+    z1: jax.Array,
+    z2: jax.Array,
+    covariance: jax.Array,
+    beta: float = 0.9,
+    rho: float = 20.0,
+    center: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     r"""TiCo: transformation invariance plus contrast against an EMA covariance of view 1.
 
@@ -36,8 +41,9 @@ def tico_loss(
 
     the paper's Algorithm 1: gradients flow through this step's :math:`U^\top U` inside
     :math:`C_t`, :math:`C_{t-1}` is a constant (the method state, detached after each step).
-    lightly's ``TiCoLoss`` also centres the embeddings over the batch first and adds a
-    constant 1; neither is done here.
+    With ``center``, each view's embeddings first lose their mean over the global batch, as
+    lightly's ``TiCoLoss`` does (it also adds a constant 1, which changes no gradient and is
+    not added here).
 
     Args:
       z1: ``[N, D]`` embeddings of the first view (the covariance's).
@@ -45,14 +51,20 @@ def tico_loss(
       covariance: ``[D, D]`` the EMA covariance :math:`C_{t-1}` (zeros at the start).
       beta: EMA coefficient (0.9).
       rho: weight of the covariance term (20 in lightly's and the paper's ImageNet setting).
+      center: subtract each view's batch mean before normalizing (lightly); False: the
+        paper's Algorithm 1.
 
     Returns:
       ``(loss, C_t)``; the caller stores ``stop_gradient(C_t)`` as the next state.
     """
     chex.assert_equal_shape((z1, z2))
     chex.assert_rank(z1, 2)
-    u = normalize.l2_normalize(z1.astype(jnp.float32))
-    v = normalize.l2_normalize(z2.astype(jnp.float32))
+    z1, z2 = z1.astype(jnp.float32), z2.astype(jnp.float32)
+    if center:
+        z1 = z1 - jnp.mean(z1, axis=0, keepdims=True)
+        z2 = z2 - jnp.mean(z2, axis=0, keepdims=True)
+    u = normalize.l2_normalize(z1)
+    v = normalize.l2_normalize(z2)
     n, d = u.shape
     chex.assert_shape(covariance, (d, d))
     gram = jnp.einsum("nd,ne->de", u, u, precision=jax.lax.Precision.HIGHEST) / n
