@@ -100,6 +100,7 @@ def test_simsiam_loss_has_no_gradient_through_projections():
     np.testing.assert_array_equal(grad_z, 0.0)
 
 
+@pytest.mark.slow  # ~40 s of train steps; the EMA update after a step stays in the default lane
 @pytest.mark.parametrize("module", [byol_cifar10, simsiam_cifar10], ids=["byol", "simsiam"])
 def test_smoke_train_steps_stay_finite(module):
     config, mesh, run, state = _build(module)

@@ -57,6 +57,7 @@ def test_tico_centred_matches_lightlys_form():
     )
 
 
+@pytest.mark.slow  # ~25 s of eager gradients; its train step is in the slow smoke test
 def test_tico_momentum_form_embeds_view_two_with_the_ema_network_only():
     config = tico_cifar10.get_config("smoke")
     config.method.base_momentum = 0.99

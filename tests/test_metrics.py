@@ -25,6 +25,7 @@ def _tensorboard_images(workdir: str) -> dict[str, list[int]]:
     return found
 
 
+@pytest.mark.slow  # ~30 s: a training run with its evaluation figures
 def test_eval_figures_go_to_tensorboard_as_images_at_their_step(tmp_path):
     workdir = str(tmp_path)
     helpers.save_init_checkpoint(workdir, simclr_cifar10.get_config("smoke"), step=2)

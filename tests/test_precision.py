@@ -106,6 +106,7 @@ def test_accumulating_micro_batches_equals_one_big_batch(per_example_method):
     assert history1[0]["train/grad_norm"] > 1e-3
 
 
+@pytest.mark.slow  # ~45 s; accumulation equal to one big batch stays in the default lane
 def test_accumulation_with_batchnorm_and_contrastive_loss_is_per_micro_batch():
     config = _smoke(grad_accum_steps=2)
     # No colour augmentation: the step feeds the model the normalized crops, as below.

@@ -239,6 +239,7 @@ def _loss_from_terms(config, metrics):
     )
 
 
+@pytest.mark.slow  # ~60 s of train steps (both); the losses are checked in the default lane
 @pytest.mark.parametrize(
     "module", [barlow_twins_cifar10, vicreg_cifar10], ids=["barlow_twins", "vicreg"]
 )

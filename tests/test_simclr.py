@@ -38,6 +38,7 @@ def _uses_shard_map(train_step, state, batch) -> bool:
     return "shard_map" in str(train_step.trace(state, batch).jaxpr)
 
 
+@pytest.mark.slow  # ~40 s; the blockwise loss against the dense one stays in the default lane
 def test_blockwise_loss_equals_dense_in_the_train_step():
     mesh = sharding.make_mesh(_config("dense").mesh)
     runs = {impl: trainer.build(_config(impl), mesh) for impl in ("dense", "blockwise")}

@@ -12,7 +12,9 @@ Presets (``--config jaxssl/configs/tico_cifar10.py:NAME``):
 
 * ``cpu``: a 2-core CPU in about 30 minutes: the shared CPU budget with 16 px crops, a 1024-wide
   projector, 26 minutes of training (time-budgeted), kNN on 24 px images (FixRes, as the
-  VICReg preset). Measured in the README's per-method table when listed there.
+  VICReg preset). Measured in the README's per-method table when listed there. lightly's form
+  (``--config.method.center_embeddings=True --config.method.base_momentum=0.99``) was behind
+  the paper's at 400 steps (kNN 0.325 vs 0.351 on a 10k/2k subset): docs/benchmarks.md.
 
     python -m jaxssl.train --config jaxssl/configs/tico_cifar10.py:cpu --workdir /tmp/tico_cpu
 
