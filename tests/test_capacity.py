@@ -67,11 +67,7 @@ def test_tico_momentum_form_embeds_view_two_with_the_ema_network_only():
     rng = np.random.default_rng(0)
     b = config.train.batch_size
     batch = sharding.to_global(
-        {
-            "global": rng.normal(size=(b, 2, 32, 32, 3)).astype(np.float32),
-            "label": np.zeros((b,), np.int32),
-        },
-        mesh,
+        {"global": rng.normal(size=(b, 2, 32, 32, 3)).astype(np.float32)}, mesh
     )
     variables = {"params": state.params, "batch_stats": state.batch_stats}
 
