@@ -54,7 +54,13 @@ _VIT_ONLY = {
 # behaviour: a checkpoint whose config lacks them was trained with that value (both sides get
 # the defaults, so a method without the field compares equal too). JSON values, as saved.
 _ADDED_LATER = {
-    "model": {"position": "learned", "num_registers": 0, "mask_token": False, "vit_depth": 0},
+    "model": {
+        "position": "learned",
+        "num_registers": 0,
+        "mask_token": False,
+        "vit_depth": 0,
+        "last_block_width": 0,
+    },
     "method": {  # DINO's DINOv2 options
         "koleo_weight": 0.0,
         "ibot_weight": 0.0,
@@ -63,9 +69,10 @@ _ADDED_LATER = {
         "centering": "center",
         "center_embeddings": False,  # TiCo's lightly options
         "base_momentum": 0.0,
+        "num_negatives": 0,  # SimCLR with a subset of negatives
     },
 }
-_RESNET_ONLY = {"width", "stem", "bn_momentum"}
+_RESNET_ONLY = {"width", "stem", "bn_momentum", "last_block_width"}
 
 
 def _defining(config: dict) -> dict:

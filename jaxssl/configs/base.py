@@ -101,6 +101,9 @@ def get_base_config() -> ml_collections.ConfigDict:
             grayscale_prob=0.2,
             blur_prob=0.0,
             solarize_prob=0.0,
+            # > 0: every view gets N(0, std^2) pixel noise (on the [0, 1] scale) after the
+            # colour ops; apply_noise_only_views turns everything else off.
+            gaussian_noise_std=0.0,
             mean=(0.4914, 0.4822, 0.4465),
             std=(0.2470, 0.2435, 0.2616),
             fake_train_examples=512,
@@ -127,6 +130,9 @@ def get_base_config() -> ml_collections.ConfigDict:
             dtype="float32",  # computation dtype; parameters and optimizer state stay float32
             conv_impl="auto",  # native; im2col for <= 2x2 output maps on CPU (models/conv.py)
             bn_momentum=0.9,
+            # ResNet only: > 0 sets the output width of the last block of the last stage (the
+            # feature dimension; the projector follows): Bordes et al.'s "expand or narrow".
+            last_block_width=0,
             # ViT backbones (vit_tiny | vit_small | vit_base) only:
             vit_depth=0,  # number of blocks; 0: the size's (12 for all three)
             patch_size=16,
@@ -320,6 +326,19 @@ def apply_cpu_budget(
     config.train.log_every_steps = 10
     config.train.checkpoint_every_steps = 100
     config.evals.knn.every_steps = 0
+
+
+def apply_noise_only_views(config: ml_collections.ConfigDict, std: float) -> None:
+    """Views made by Gaussian pixel noise alone (Bordes et al. 2023): the whole image resized to
+    ``data.image_size`` (no crop, no flip), no colour augmentation, then noise of ``std``."""
+    config.data.crop_scale = (1.0, 1.0)
+    config.data.crop_ratio = (1.0, 1.0)
+    config.data.flip_prob = 0.0
+    config.data.color_jitter_prob = 0.0
+    config.data.grayscale_prob = 0.0
+    config.data.blur_prob = 0.0
+    config.data.solarize_prob = 0.0
+    config.data.gaussian_noise_std = std
 
 
 def apply_smoke(config: ml_collections.ConfigDict) -> None:

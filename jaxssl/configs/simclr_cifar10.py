@@ -16,6 +16,11 @@ Presets (``--config jaxssl/configs/simclr_cifar10.py:NAME``):
 
     python -m jaxssl.train --config jaxssl/configs/simclr_cifar10.py:cpu --workdir /tmp/simclr_cpu
 
+* ``cpu_noise``: the ``cpu`` preset with views made by Gaussian pixel noise alone (std 0.1 on
+  the [0, 1] scale; no crop, flip or colour augmentation), Bordes et al. 2023's noise-only
+  views. With ``--config.method.num_negatives=K`` (also on ``cpu``): each anchor keeps a random
+  ``K`` of its negatives (1: SimCLR with one negative). docs/research.md, "The founding papers".
+
 * ``smoke``: tiny model, fake data, a handful of steps; well under a minute. Used by tests.
 
     python -m jaxssl.train --config jaxssl/configs/simclr_cifar10.py:smoke --workdir /tmp/smoke
@@ -40,7 +45,7 @@ def apply_cpu_preset(
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    preset = base.parse_arg(arg, "simclr_cifar10")
+    preset = base.parse_arg(arg, "simclr_cifar10", base.PRESETS + ("cpu_noise",))
     config = base.get_base_config()
     config.model.backbone = "resnet18"
     config.model.projector_hidden_dim = 2048
@@ -52,6 +57,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # bounded memory, loss_chunk_size columns at a time per device (global batches of ~10k+).
     config.method.loss_impl = "dense"
     config.method.loss_chunk_size = 1024
+    # > 0: each anchor's denominator keeps a random subset of this many negatives, drawn per
+    # step (Bordes et al. 2023); 0: all of them (NT-Xent).
+    config.method.num_negatives = 0
     config.train.batch_size = 512
     config.train.epochs = 800.0
     config.optim.name = "lars"
@@ -61,8 +69,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.checkpoint_every_steps = 5000
     config.evals.knn.every_steps = 10_000
 
-    if preset == "cpu":
+    if preset in ("cpu", "cpu_noise"):
         apply_cpu_preset(config)
+    if preset == "cpu_noise":
+        base.apply_noise_only_views(config, std=0.1)
 
     if preset == "smoke":
         base.apply_smoke(config)

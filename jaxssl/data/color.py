@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 # Op ids: each random decision of a view draws from its own stream, so enabling one op
 # (e.g. blur) never changes the randomness of another.
-_OP_JITTER, _OP_GRAYSCALE, _OP_BLUR, _OP_SOLARIZE = range(4)
+_OP_JITTER, _OP_GRAYSCALE, _OP_BLUR, _OP_SOLARIZE, _OP_NOISE = range(5)
 
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision and PIL
 _HUE = 3  # the op id of hue in a jitter order; 0, 1, 2 are brightness, contrast, saturation
@@ -311,6 +311,23 @@ def random_solarize(
     return _select(jax.random.uniform(key, (images.shape[0],)) < prob, solarized, images)
 
 
+def gaussian_noise(key: jax.Array, images: jax.Array, std: float) -> jax.Array:
+    """Adds independent :math:`N(0, std^2)` noise to every pixel and channel, not clipped.
+
+    The view policy of Bordes et al. 2023 ("Towards Democratizing Joint-Embedding
+    Self-Supervised Learning"), where noise alone makes the two views of an image.
+
+    Args:
+      key: a JAX key.
+      images: ``[N, H, W, C]`` float in [0, 1].
+      std: standard deviation, in the [0, 1] pixel scale.
+
+    Returns:
+      ``[N, H, W, C]`` float32 (may leave [0, 1]).
+    """
+    return images + std * jax.random.normal(key, images.shape, jnp.float32)
+
+
 def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
     """``(images - mean) / std`` per channel."""
     return (images - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
@@ -336,7 +353,8 @@ def to_model_input(images: jax.Array, mean: Sequence[float], std: Sequence[float
 def augment_views(key: jax.Array, views: jax.Array, data_config: Mapping[str, Any]) -> jax.Array:
     """The photometric pipeline on a view group: the SimCLR/BYOL colour augmentations.
 
-    Per view: colour jitter, grayscale, optional blur and solarization, normalization.
+    Per view: colour jitter, grayscale, optional blur, solarization and Gaussian noise,
+    normalization.
 
     Args:
       key: a JAX key; op ``o`` draws its parameters for all ``B * V`` views from
@@ -344,7 +362,7 @@ def augment_views(key: jax.Array, views: jax.Array, data_config: Mapping[str, An
       views: ``[B, V, S, S, 3]`` uint8, the host's crops (`jaxssl.data.crops.crop_views`).
       data_config: the ``config.data`` ConfigDict (``color_jitter_prob``, ``brightness``,
         ``contrast``, ``saturation``, ``hue``, ``grayscale_prob``, ``blur_prob``,
-        ``solarize_prob``, ``mean``, ``std``).
+        ``solarize_prob``, ``gaussian_noise_std``, ``mean``, ``std``).
 
     Returns:
       ``[B, V, S, S, 3]`` float32, normalized.
@@ -371,6 +389,8 @@ def augment_views(key: jax.Array, views: jax.Array, data_config: Mapping[str, An
         images = random_gaussian_blur(op_key(_OP_BLUR), images, data_config["blur_prob"])
     if data_config["solarize_prob"] > 0:
         images = random_solarize(op_key(_OP_SOLARIZE), images, data_config["solarize_prob"])
+    if data_config.get("gaussian_noise_std", 0.0) > 0:
+        images = gaussian_noise(op_key(_OP_NOISE), images, data_config["gaussian_noise_std"])
     images = normalize(images, data_config["mean"], data_config["std"])
     return images.reshape(views.shape)
 

@@ -259,6 +259,7 @@ def multi_positive_nt_xent(
     *,
     ids: jax.Array | None = None,
     positives: jax.Array | None = None,
+    negatives: jax.Array | None = None,
 ) -> jax.Array:
     r"""Multi-positive NT-Xent over a positive-pair graph (SupCon's :math:`L_{out}`).
 
@@ -284,6 +285,9 @@ def multi_positive_nt_xent(
         image index: SimCLR; the label: SupCon; ``union_graph_ids``: semi-supervised).
       positives: ``[M, M]`` 0/1 matrix, ``positives[a, p]`` = 1 if ``p`` is a positive of ``a``
         (need not be symmetric; the diagonal is ignored). Exactly one of ``ids``/``positives``.
+      negatives: optional ``[M, M]`` boolean, the negatives each anchor's denominator keeps
+        (``sample_negatives``); the sum over :math:`b \ne a` then runs over :math:`P(a)` and
+        these only. ``None``: every non-positive is a negative.
 
     Returns:
       The scalar loss.
@@ -296,12 +300,44 @@ def multi_positive_nt_xent(
     """
     check_graph(embeddings, ids, positives)
     logits, positive = _dense_logits(embeddings, temperature, ids, positives)  # [M, M] each
+    if negatives is not None:
+        chex.assert_shape(negatives, logits.shape)
+        logits = jnp.where(positive | negatives, logits, -jnp.inf)
     total, count = mean_over_anchors(
         jax.nn.logsumexp(logits, axis=-1),  # [M]
         jnp.sum(jnp.where(positive, logits, 0.0), axis=-1),  # [M]
         jnp.sum(positive, axis=-1),  # [M]
     )
     return total / jnp.maximum(count, 1)
+
+
+def sample_negatives(key: jax.Array, ids: jax.Array, num_negatives: int) -> jax.Array:
+    """A random ``num_negatives``-subset of each anchor's negatives, for SimCLR with few
+    negatives (Bordes et al. 2023, "Towards Democratizing Joint-Embedding Self-Supervised
+    Learning": SimCLR still learns with a single negative per anchor).
+
+    Each row draws its own subset, uniformly among the embeddings of other groups, from
+    ``key`` (one draw over the global ``[M, M]``, so the same on any number of devices). A
+    row with fewer negatives than ``num_negatives`` keeps all of them: a ``num_negatives`` of
+    at least ``M`` gives back the full NT-Xent.
+
+    Args:
+      key: a JAX key (the step's).
+      ids: ``[M]`` group ids (``multi_positive_nt_xent``'s); negatives have another id.
+      num_negatives: ``k >= 1``, negatives kept per anchor.
+
+    Returns:
+      ``[M, M]`` boolean, ``True`` at the kept negatives.
+    """
+    chex.assert_rank(ids, 1)
+    if num_negatives < 1:
+        raise ValueError(f"num_negatives must be >= 1, got {num_negatives}.")
+    m = ids.shape[0]
+    candidate = ids[:, None] != ids[None, :]  # [M, M]: other groups (never the anchor)
+    # Rank the candidates of each row in a random order (non-candidates last), keep the first k.
+    order = jnp.where(candidate, jax.random.uniform(key, (m, m)), 2.0)
+    ranks = jnp.argsort(jnp.argsort(order, axis=1), axis=1)  # [M, M]
+    return candidate & (ranks < num_negatives)
 
 
 def multi_positive_top1(

@@ -6,6 +6,8 @@ links every view of every image of the same class (Khosla et al.'s :math:`L^{sup
 is ``contrastive.multi_positive_nt_xent`` in every case. DCL (and DCLW) is this method with
 ``config.method.decoupled``: ``contrastive.decoupled_nt_xent``, the positive out of the
 denominator (and ``vmf_sigma > 0``: DCLW's von Mises-Fisher weights on the positives).
+``config.method.num_negatives = k`` keeps a random ``k`` of each anchor's negatives (Bordes et
+al. 2023: SimCLR with one negative).
 
 References:
   Chen et al., A Simple Framework for Contrastive Learning of Visual Representations,
@@ -13,6 +15,8 @@ References:
   Khosla et al., Supervised Contrastive Learning, NeurIPS 2020.
   https://arxiv.org/abs/2004.11362
   Yeh et al., Decoupled Contrastive Learning, ECCV 2022. https://arxiv.org/abs/2110.06848
+  Bordes et al., Towards Democratizing Joint-Embedding Self-Supervised Learning, 2023.
+  https://arxiv.org/abs/2303.01986
 """
 
 import flax.linen as nn
@@ -25,14 +29,23 @@ from jaxssl.methods import base
 from jaxssl.models import ssl_model
 
 
-def _dense_loss(z: jax.Array, ids: jax.Array, config: ml_collections.ConfigDict):
+def _dense_loss(z: jax.Array, ids: jax.Array, config: ml_collections.ConfigDict, rng):
+    negatives = None
+    if config.get("num_negatives", 0) > 0:
+        negatives = contrastive.sample_negatives(rng, ids, config.num_negatives)
     return (
-        contrastive.multi_positive_nt_xent(z, config.temperature, ids=ids),
+        contrastive.multi_positive_nt_xent(z, config.temperature, ids=ids, negatives=negatives),
         contrastive.multi_positive_top1(z, ids=ids),
     )
 
 
-def _blockwise_loss(z: jax.Array, ids: jax.Array, config: ml_collections.ConfigDict):
+def _blockwise_loss(z: jax.Array, ids: jax.Array, config: ml_collections.ConfigDict, rng):
+    del rng
+    if config.get("num_negatives", 0) > 0:
+        raise ValueError(
+            "method.num_negatives (a random subset of negatives) is computed by "
+            "method.loss_impl='dense' only; its [M, M] draw is what blockwise avoids."
+        )
     chunk_size = config.loss_chunk_size
     return (
         contrastive_blockwise.multi_positive_nt_xent_blockwise(
@@ -79,7 +92,7 @@ def graph_ids(
     raise ValueError(f"Unknown method.graph {graph!r}; valid: {GRAPHS}.")
 
 
-# config.method.loss_impl -> (z [M, P], ids [M], config) -> (loss, top-1). Same value and
+# config.method.loss_impl -> (z [M, P], ids [M], config, rng) -> (loss, top-1). Same value and
 # gradients; "blockwise" never holds the [M, M] similarities (for global batches of ~10k+).
 LOSS_IMPLS = {"dense": _dense_loss, "blockwise": _blockwise_loss}
 
@@ -112,14 +125,16 @@ def loss_fn(
       method_state: SimCLR has none (``{}``); returned as is.
       config: the ``config.method`` section (``temperature``, ``loss_impl``: a key of
         ``LOSS_IMPLS``, ``loss_chunk_size``: columns per chunk of ``"blockwise"``; optional
-        ``decoupled`` and ``vmf_sigma``: DCL / DCLW, two views, dense).
-      rng: unused (SimCLR's model is deterministic); part of the method protocol.
+        ``decoupled`` and ``vmf_sigma``: DCL / DCLW, two views, dense; optional
+        ``num_negatives`` > 0: each anchor's denominator keeps a random subset of that many
+        negatives, ``contrastive.sample_negatives``, dense only).
+      rng: the step's key: the draw of ``num_negatives`` (SimCLR's model is deterministic).
       step: unused (no schedule inside the loss); part of the method protocol.
 
     Returns:
       ``(loss, base.LossAux)``.
     """
-    del rng, step
+    del step
     views = batch["global"]
     if config.loss_impl not in LOSS_IMPLS:
         raise ValueError(
@@ -140,6 +155,8 @@ def loss_fn(
         projections = jnp.concatenate([projections, local_projections.reshape(b * num_local, -1)])
         ids = jnp.concatenate([ids, contrastive.augmentation_graph_ids(b, num_local)])
     if config.get("decoupled", False):
+        if config.get("num_negatives", 0) > 0:
+            raise ValueError("method.num_negatives applies to NT-Xent, not to DCL (decoupled).")
         if v != 2 or "local" in batch or config.get("graph", "augmentation") != "augmentation":
             raise ValueError(
                 "method.decoupled (DCL) is the two-view loss of the augmentation graph: use "
@@ -155,7 +172,7 @@ def loss_fn(
         )
     if config.get("graph", "augmentation") != "augmentation":
         ids = graph_ids(ids, batch["label"], batch["index"], config)
-    loss, top1 = LOSS_IMPLS[config.loss_impl](projections, ids, config)  # z: [B*(V+L), P]
+    loss, top1 = LOSS_IMPLS[config.loss_impl](projections, ids, config, rng)  # z: [B*(V+L), P]
     metrics = {"train/contrastive_top1": top1}
     embeddings = projections[: b * v].reshape(b, v, -1)  # the global views'
     return loss, base.LossAux(features, batch_stats, method_state, metrics, embeddings)

@@ -20,34 +20,42 @@ ModuleDef = Any
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut."""
+    """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut.
+
+    ``out_filters`` > 0 sets the output channels (the second convolution's and the
+    shortcut's) apart from ``filters`` (the first convolution's): ``ResNet.last_block_width``.
+    """
 
     filters: int
     conv: ModuleDef
     norm: ModuleDef
     strides: int = 1
+    out_filters: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         residual = x
         y = self.conv(self.filters, (3, 3), self.strides, name="conv1")(x)
         y = nn.relu(self.norm(name="bn1")(y))
-        y = self.conv(self.filters, (3, 3), 1, name="conv2")(y)
+        out_filters = self.out_filters or self.filters
+        y = self.conv(out_filters, (3, 3), 1, name="conv2")(y)
         # Zero-init the last BN scale so each block starts as the identity (Goyal et al. 2017).
         y = self.norm(name="bn2", scale_init=nn.initializers.zeros)(y)
         if residual.shape != y.shape:
-            residual = self.conv(self.filters, (1, 1), self.strides, name="proj_conv")(residual)
+            residual = self.conv(out_filters, (1, 1), self.strides, name="proj_conv")(residual)
             residual = self.norm(name="proj_bn")(residual)
         return nn.relu(residual + y)
 
 
 class BottleneckBlock(nn.Module):
-    """1x1 -> 3x3 -> 1x1 bottleneck with 4x channel expansion."""
+    """1x1 -> 3x3 -> 1x1 bottleneck with 4x channel expansion (``out_filters`` > 0: the last
+    1x1 convolution's and the shortcut's output channels instead of ``4 * filters``)."""
 
     filters: int
     conv: ModuleDef
     norm: ModuleDef
     strides: int = 1
+    out_filters: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -56,10 +64,11 @@ class BottleneckBlock(nn.Module):
         y = nn.relu(
             self.norm(name="bn2")(self.conv(self.filters, (3, 3), self.strides, name="conv2")(y))
         )
-        y = self.conv(self.filters * 4, (1, 1), 1, name="conv3")(y)
+        out_filters = self.out_filters or self.filters * 4
+        y = self.conv(out_filters, (1, 1), 1, name="conv3")(y)
         y = self.norm(name="bn3", scale_init=nn.initializers.zeros)(y)
         if residual.shape != y.shape:
-            residual = self.conv(self.filters * 4, (1, 1), self.strides, name="proj_conv")(residual)
+            residual = self.conv(out_filters, (1, 1), self.strides, name="proj_conv")(residual)
             residual = self.norm(name="proj_bn")(residual)
         return nn.relu(residual + y)
 
@@ -75,6 +84,11 @@ class ResNet(nn.Module):
       dtype: computation dtype (parameters stay float32).
       conv_impl: ``"auto"``, ``"native"`` or ``"im2col"`` (``jaxssl.models.conv``).
       bn_momentum: BatchNorm running-average momentum.
+      last_block_width: > 0: output channels of the last block of the last stage, so the
+        feature dimension, instead of the stage's (Bordes et al. 2023, "expand or narrow" the
+        backbone's last block). Only that block's output changes: its first convolution (a
+        bottleneck's first two) keeps the stage width, and a width that differs from the
+        block's input gets a 1x1 projection shortcut. 0: the standard network.
     """
 
     stage_sizes: Sequence[int]
@@ -84,6 +98,7 @@ class ResNet(nn.Module):
     dtype: Any = jnp.float32
     conv_impl: str = "auto"
     bn_momentum: float = 0.9
+    last_block_width: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = True, maps: bool = False) -> jax.Array:
@@ -113,11 +128,13 @@ class ResNet(nn.Module):
         for i, num_blocks in enumerate(self.stage_sizes):
             for j in range(num_blocks):
                 strides = 2 if i > 0 and j == 0 else 1
+                last = i == len(self.stage_sizes) - 1 and j == num_blocks - 1
                 x = self.block_cls(
                     self.width * 2**i,
                     conv=conv,
                     norm=norm,
                     strides=strides,
+                    out_filters=self.last_block_width if last else 0,
                     name=f"stage{i + 1}_block{j + 1}",
                 )(x)
         # Pool in float32: the features feed the loss, the probe and kNN.
@@ -133,8 +150,10 @@ BACKBONES = {
 }
 
 
-def feature_dim(name: str, width: int) -> int:
+def feature_dim(name: str, width: int, last_block_width: int = 0) -> int:
     """Dimension of the pooled features of backbone ``name`` at first-stage ``width``."""
+    if last_block_width > 0:
+        return last_block_width
     expansion = 4 if name == "resnet50" else 1
     return width * 8 * expansion
 

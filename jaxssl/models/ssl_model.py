@@ -127,10 +127,17 @@ def apply_flat_views(model: nn.Module, variables, views: jax.Array, method, *arg
 
 def make_backbone(model_config: ml_collections.ConfigDict) -> nn.Module:
     """The backbone named by ``config.model.backbone``: a ResNet (``resnet.BACKBONES``: width,
-    stem, conv lowering) or a ViT (``vit.SIZES``: depth, patch size, image size, pooling,
-    position embeddings, registers)."""
+    stem, conv lowering, last block width) or a ViT (``vit.SIZES``: depth, patch size, image
+    size, pooling, position embeddings, registers)."""
     dtype = jnp.dtype(model_config.dtype)
+    last_block_width = model_config.get("last_block_width", 0)
     if model_config.backbone in vit.SIZES:
+        if last_block_width:
+            raise ValueError(
+                "model.last_block_width widens or narrows a ResNet's last block; a ViT has no "
+                "such block (its blocks keep one width). Use a ResNet backbone or leave "
+                "model.last_block_width=0."
+            )
         return vit.make_vit(
             model_config.backbone,
             depth=model_config.get("vit_depth", 0),
@@ -149,6 +156,7 @@ def make_backbone(model_config: ml_collections.ConfigDict) -> nn.Module:
         dtype=dtype,
         conv_impl=model_config.conv_impl,
         bn_momentum=model_config.bn_momentum,
+        last_block_width=last_block_width,
     )
 
 
