@@ -70,6 +70,9 @@ _ADDED_LATER = {
         "center_embeddings": False,  # TiCo's lightly options
         "base_momentum": 0.0,
         "num_negatives": 0,  # SimCLR with a subset of negatives
+        "negative_similarity": "cosine",  # SimCLR-abs / -sq
+        "variant": "vicreg",  # VICReg-exp / -ctr
+        "exp_temperature": 0.1,
     },
 }
 _RESNET_ONLY = {"width", "stem", "bn_momentum", "last_block_width"}

@@ -86,6 +86,33 @@ def test_sampled_negatives_are_the_same_on_1_and_8_devices():
     np.testing.assert_allclose(one[0], eight[0], rtol=1e-6)
 
 
+def test_duality_variants_are_the_same_on_1_and_8_devices():
+    """VICReg-exp/-ctr and SimCLR-abs/-sq: loss and gradients of a batch sharded over 8."""
+    from jaxssl.losses import redundancy
+
+    rng = np.random.default_rng(4)
+    z = jnp.asarray(rng.normal(size=(2, 32, 8)), jnp.float32)
+    ids = jnp.repeat(jnp.arange(16, dtype=jnp.int32), 2)
+
+    def losses(z):
+        return jnp.stack(
+            [redundancy.vicreg_loss(z[0], z[1], variant=v)[0] for v in ("exp", "ctr")]
+            + [
+                contrastive.multi_positive_nt_xent(z[0], 0.2, ids=ids, negative_similarity=f)
+                for f in ("abs", "square")
+            ]
+        )
+
+    def value_and_grads(z):
+        return losses(z), jax.jacrev(losses)(z)
+
+    one = jax.jit(value_and_grads)(z)
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    eight = jax.jit(value_and_grads)(jax.device_put(z, NamedSharding(mesh, P(None, "data"))))
+    np.testing.assert_allclose(one[0], eight[0], rtol=1e-5)
+    np.testing.assert_allclose(one[1], eight[1], rtol=1e-4, atol=1e-6)
+
+
 def test_simclr_num_negatives_config():
     config = simclr_cifar10.get_config("smoke")
     assert config.method.num_negatives == 0
@@ -164,3 +191,113 @@ def test_last_block_width_through_the_config():
     config.model.backbone = "vit_tiny"
     with pytest.raises(ValueError, match="last_block_width"):
         ssl_model.make_backbone(config.model)
+
+
+# --- The duality of sample- and dimension-contrastive criteria ---
+
+
+def test_duality_criteria_match_numpy_and_the_identity():
+    from jaxssl.losses import duality
+
+    rng = np.random.default_rng(0)
+    for n, m in ((7, 5), (4, 9), (16, 16)):
+        z = rng.normal(size=(n, m)).astype(np.float32)
+        gram, cov = z.astype(np.float64) @ z.T, z.T.astype(np.float64) @ z
+        l_c = np.sum(gram**2) - np.sum(np.diag(gram) ** 2)
+        l_nc = np.sum(cov**2) - np.sum(np.diag(cov) ** 2)
+        np.testing.assert_allclose(duality.sample_contrastive(z), l_c, rtol=1e-5)
+        np.testing.assert_allclose(duality.dimension_contrastive(z), l_nc, rtol=1e-5)
+        # Theorem 3.3: L_nc + sum_j |column j|^4 = L_c + sum_i |row i|^4.
+        rows4 = np.sum(np.sum(z.astype(np.float64) ** 2, 1) ** 2)
+        cols4 = np.sum(np.sum(z.astype(np.float64) ** 2, 0) ** 2)
+        np.testing.assert_allclose(l_nc + cols4, l_c + rows4, rtol=1e-10)
+        np.testing.assert_allclose(
+            duality.dimension_contrastive(z),
+            duality.sample_contrastive(z) + duality.duality_gap(z),
+            rtol=1e-4,
+        )
+    # Square, with unit rows and unit columns (an orthogonal matrix): both criteria vanish.
+    q = np.linalg.qr(rng.normal(size=(8, 8)))[0].astype(np.float32)
+    np.testing.assert_allclose(duality.sample_contrastive(q), 0.0, atol=1e-5)
+    np.testing.assert_allclose(duality.dimension_contrastive(q), 0.0, atol=1e-5)
+
+
+def test_logsumexp_covariance_matches_numpy():
+    from jaxssl.losses import duality
+
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(12, 6)).astype(np.float32)
+    c = np.cov(z.astype(np.float64), rowvar=False)  # [D, D], unbiased
+    expected = np.mean(
+        [np.log(np.sum(np.exp(np.delete(c[i], i) / 0.2))) for i in range(c.shape[0])]
+    )
+    np.testing.assert_allclose(duality.logsumexp_covariance(z, 0.2), expected, rtol=1e-5)
+    # The transposed form: a LogSumExp over the other samples' covariance.
+    cs = np.cov(z.astype(np.float64), rowvar=True)  # [N, N]
+    expected = np.mean([np.log(np.sum(np.exp(np.delete(cs[i], i) / 0.2))) for i in range(12)])
+    np.testing.assert_allclose(duality.logsumexp_covariance(z.T, 0.2), expected, rtol=1e-5)
+
+
+def test_vicreg_variants():
+    from jaxssl.losses import duality, redundancy
+
+    rng = np.random.default_rng(2)
+    z1, z2 = rng.normal(size=(2, 16, 8)).astype(np.float32)
+    plain, terms = redundancy.vicreg_loss(z1, z2)
+    exp, exp_terms = redundancy.vicreg_loss(z1, z2, variant="exp", temperature=0.3)
+    ctr, ctr_terms = redundancy.vicreg_loss(z1, z2, variant="ctr", temperature=0.3)
+    for t in (exp_terms, ctr_terms):  # the invariance term is VICReg's in all three
+        np.testing.assert_allclose(t["invariance"], terms["invariance"])
+    np.testing.assert_allclose(exp_terms["variance"], terms["variance"])
+    np.testing.assert_allclose(
+        exp_terms["covariance"],
+        duality.logsumexp_covariance(z1, 0.3) + duality.logsumexp_covariance(z2, 0.3),
+        rtol=1e-6,
+    )
+    # ctr: variance hinge on each embedding's spread over its dimensions, LogSumExp over samples.
+    std = np.sqrt(np.var(z1.T.astype(np.float64), axis=0, ddof=1) + 1e-4)
+    std2 = np.sqrt(np.var(z2.T.astype(np.float64), axis=0, ddof=1) + 1e-4)
+    expected_variance = np.mean(np.maximum(0, 1 - std)) / 2 + np.mean(np.maximum(0, 1 - std2)) / 2
+    np.testing.assert_allclose(ctr_terms["variance"], expected_variance, rtol=1e-5)
+    np.testing.assert_allclose(
+        ctr_terms["covariance"],
+        duality.logsumexp_covariance(z1.T, 0.3) + duality.logsumexp_covariance(z2.T, 0.3),
+        rtol=1e-6,
+    )
+    assert len({float(plain), float(exp), float(ctr)}) == 3
+    with pytest.raises(ValueError, match="variant"):
+        redundancy.vicreg_loss(z1, z2, variant="nope")
+
+
+@pytest.mark.parametrize("form", ["abs", "square"])
+def test_simclr_abs_and_square_match_numpy(form):
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(10, 4)).astype(np.float32)
+    ids = np.repeat(np.arange(5), 2).astype(np.int32)
+    u = z.astype(np.float64) / np.linalg.norm(z, axis=1, keepdims=True)
+    sim = u @ u.T
+    f = np.abs if form == "abs" else np.square
+    losses = []
+    for a in range(10):
+        p = a ^ 1  # the other view
+        logits = [sim[a, p] if b == p else f(sim[a, b]) for b in range(10) if b != a]
+        losses.append(np.log(np.sum(np.exp(np.asarray(logits) / 0.5))) - sim[a, p] / 0.5)
+    loss = contrastive.multi_positive_nt_xent(z, 0.5, ids=ids, negative_similarity=form)
+    np.testing.assert_allclose(loss, np.mean(losses), rtol=1e-5)
+    with pytest.raises(ValueError, match="negative_similarity"):
+        contrastive.multi_positive_nt_xent(z, 0.5, ids=ids, negative_similarity="cube")
+
+
+def test_simclr_abs_treats_opposite_negatives_like_identical_ones():
+    x = np.array([1.0, 0.0], np.float32)
+    positive = np.array([1.0, 0.1], np.float32)
+    ids = np.array([0, 0, 1, 1], np.int32)
+
+    def loss(negative, form):
+        z = np.stack([x, positive, negative, negative + [0.0, 0.01]])
+        return float(contrastive.multi_positive_nt_xent(z, 0.5, ids=ids, negative_similarity=form))
+
+    opposite, orthogonal = np.array([-1.0, 0.0], np.float32), np.array([0.0, 1.0], np.float32)
+    assert loss(opposite, "cosine") < loss(orthogonal, "cosine")  # NT-Xent: opposite is best
+    assert loss(orthogonal, "abs") < loss(opposite, "abs")  # abs: orthogonal is best
+    assert loss(orthogonal, "square") < loss(opposite, "square")

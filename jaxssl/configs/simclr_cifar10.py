@@ -60,6 +60,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # > 0: each anchor's denominator keeps a random subset of this many negatives, drawn per
     # step (Bordes et al. 2023); 0: all of them (NT-Xent).
     config.method.num_negatives = 0
+    # "abs" | "square": SimCLR-abs / SimCLR-sq (Garrido et al. 2023): negatives pushed to be
+    # orthogonal rather than opposite; "cosine": NT-Xent.
+    config.method.negative_similarity = "cosine"
     config.train.batch_size = 512
     config.train.epochs = 800.0
     config.optim.name = "lars"

@@ -63,6 +63,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # the official code (and redundancy.vicreg_loss) averages them.
     config.method.std_coeff = 50.0
     config.method.cov_coeff = 1.0
+    # "exp" | "ctr": VICReg-exp / VICReg-ctr (Garrido et al. 2023): the covariance term as a
+    # LogSumExp at exp_temperature, over dimensions ("exp") or over samples ("ctr").
+    config.method.variant = "vicreg"
+    config.method.exp_temperature = 0.1
 
     if preset == "cpu":
         # The shared CPU budget; the optimizer stays the default preset's. A 1024-wide

@@ -260,6 +260,7 @@ def multi_positive_nt_xent(
     ids: jax.Array | None = None,
     positives: jax.Array | None = None,
     negatives: jax.Array | None = None,
+    negative_similarity: str = "cosine",
 ) -> jax.Array:
     r"""Multi-positive NT-Xent over a positive-pair graph (SupCon's :math:`L_{out}`).
 
@@ -288,6 +289,12 @@ def multi_positive_nt_xent(
       negatives: optional ``[M, M]`` boolean, the negatives each anchor's denominator keeps
         (``sample_negatives``); the sum over :math:`b \ne a` then runs over :math:`P(a)` and
         these only. ``None``: every non-positive is a negative.
+      negative_similarity: ``"cosine"``; ``"abs"`` or ``"square"``: the negatives' logits are
+        :math:`|u_a^\top u_b| / \tau` or :math:`(u_a^\top u_b)^2 / \tau` (SimCLR-abs,
+        SimCLR-sq of Garrido et al. 2023, Sec. 4: a negative is pushed to be orthogonal, not
+        opposite, as dimension-contrastive methods push dimensions). The positives keep the
+        cosine (our reading: the paper's text transforms "the cosine similarities" of the
+        negative term; a transformed positive would let a view's pair be opposite).
 
     Returns:
       The scalar loss.
@@ -300,6 +307,16 @@ def multi_positive_nt_xent(
     """
     check_graph(embeddings, ids, positives)
     logits, positive = _dense_logits(embeddings, temperature, ids, positives)  # [M, M] each
+    if negative_similarity != "cosine":
+        if negative_similarity not in NEGATIVE_SIMILARITIES:
+            raise ValueError(
+                f"Unknown negative_similarity {negative_similarity!r}; valid: "
+                f"{sorted(NEGATIVE_SIMILARITIES)}."
+            )
+        transform = NEGATIVE_SIMILARITIES[negative_similarity]
+        # logits = cos / tau off the diagonal (-inf on it, which stays excluded).
+        transformed = transform(logits * temperature) / temperature
+        logits = jnp.where(positive | jnp.isneginf(logits), logits, transformed)
     if negatives is not None:
         chex.assert_shape(negatives, logits.shape)
         logits = jnp.where(positive | negatives, logits, -jnp.inf)
@@ -309,6 +326,10 @@ def multi_positive_nt_xent(
         jnp.sum(positive, axis=-1),  # [M]
     )
     return total / jnp.maximum(count, 1)
+
+
+# The similarity of a negative pair in SimCLR-abs / -sq (``multi_positive_nt_xent``).
+NEGATIVE_SIMILARITIES = {"cosine": lambda s: s, "abs": jnp.abs, "square": jnp.square}
 
 
 def sample_negatives(key: jax.Array, ids: jax.Array, num_negatives: int) -> jax.Array:

@@ -15,6 +15,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from jaxssl.losses import duality
+
 
 def _check_views(z1: jax.Array, z2: jax.Array) -> tuple[jax.Array, jax.Array]:
     chex.assert_equal_shape((z1, z2))
@@ -144,6 +146,8 @@ def vicreg_loss(
     std_coeff: float = 25.0,
     cov_coeff: float = 1.0,
     eps: float = 1e-4,
+    variant: str = "vicreg",
+    temperature: float = 0.1,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     r"""VICReg: variance-invariance-covariance regularization of two views.
 
@@ -170,6 +174,13 @@ def vicreg_loss(
       std_coeff: weight :math:`\mu_v` of the variance term (official default 25).
       cov_coeff: weight :math:`\mu_c` of the covariance term (official default 1).
       eps: added to the variance inside the square root (official default 1e-4).
+      variant: ``"vicreg"`` (the loss above); ``"exp"``: VICReg-exp, the covariance term
+        replaced by ``duality.logsumexp_covariance`` of each view; ``"ctr"``: VICReg-ctr,
+        VICReg-exp with variance and covariance terms on the transposed embeddings
+        (``z.T``: the variance hinge then holds each embedding's spread over its dimensions,
+        the LogSumExp repels samples): a sample-contrastive method. Garrido et al. 2023,
+        Eq. 11-13; the invariance term is the same in all three.
+      temperature: :math:`\tau` of the ``"exp"`` and ``"ctr"`` LogSumExp.
 
     Returns:
       ``(loss, terms)``: the scalar loss and the unweighted terms ``{"invariance",
@@ -181,10 +192,21 @@ def vicreg_loss(
       Self-Supervised Learning, ICLR 2022, Eq. 1-6. https://arxiv.org/abs/2105.04906
     """
     z1, z2 = _check_views(z1, z2)
+    invariance = jnp.mean(jnp.square(z1 - z2))
+    if variant == "ctr":
+        z1, z2 = z1.T, z2.T  # [D, N]: regularize the samples instead of the dimensions
+    if variant == "vicreg":
+        covariance = _covariance_term(z1) + _covariance_term(z2)
+    elif variant in ("exp", "ctr"):
+        covariance = duality.logsumexp_covariance(z1, temperature) + duality.logsumexp_covariance(
+            z2, temperature
+        )
+    else:
+        raise ValueError(f"Unknown VICReg variant {variant!r}; valid: 'vicreg', 'exp', 'ctr'.")
     terms = {
-        "invariance": jnp.mean(jnp.square(z1 - z2)),
+        "invariance": invariance,
         "variance": _variance_term(z1, eps) / 2 + _variance_term(z2, eps) / 2,
-        "covariance": _covariance_term(z1) + _covariance_term(z2),
+        "covariance": covariance,
     }
     loss = (
         sim_coeff * terms["invariance"]

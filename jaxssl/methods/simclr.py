@@ -7,7 +7,8 @@ is ``contrastive.multi_positive_nt_xent`` in every case. DCL (and DCLW) is this 
 ``config.method.decoupled``: ``contrastive.decoupled_nt_xent``, the positive out of the
 denominator (and ``vmf_sigma > 0``: DCLW's von Mises-Fisher weights on the positives).
 ``config.method.num_negatives = k`` keeps a random ``k`` of each anchor's negatives (Bordes et
-al. 2023: SimCLR with one negative).
+al. 2023: SimCLR with one negative); ``config.method.negative_similarity`` ``"abs"`` or
+``"square"`` gives SimCLR-abs / SimCLR-sq (Garrido et al. 2023).
 
 References:
   Chen et al., A Simple Framework for Contrastive Learning of Visual Representations,
@@ -15,6 +16,8 @@ References:
   Khosla et al., Supervised Contrastive Learning, NeurIPS 2020.
   https://arxiv.org/abs/2004.11362
   Yeh et al., Decoupled Contrastive Learning, ECCV 2022. https://arxiv.org/abs/2110.06848
+  Garrido et al., On the duality between contrastive and non-contrastive self-supervised
+  learning, ICLR 2023. https://arxiv.org/abs/2206.02574
   Bordes et al., Towards Democratizing Joint-Embedding Self-Supervised Learning, 2023.
   https://arxiv.org/abs/2303.01986
 """
@@ -33,10 +36,14 @@ def _dense_loss(z: jax.Array, ids: jax.Array, config: ml_collections.ConfigDict,
     negatives = None
     if config.get("num_negatives", 0) > 0:
         negatives = contrastive.sample_negatives(rng, ids, config.num_negatives)
-    return (
-        contrastive.multi_positive_nt_xent(z, config.temperature, ids=ids, negatives=negatives),
-        contrastive.multi_positive_top1(z, ids=ids),
+    loss = contrastive.multi_positive_nt_xent(
+        z,
+        config.temperature,
+        ids=ids,
+        negatives=negatives,
+        negative_similarity=config.get("negative_similarity", "cosine"),
     )
+    return loss, contrastive.multi_positive_top1(z, ids=ids)
 
 
 def _blockwise_loss(z: jax.Array, ids: jax.Array, config: ml_collections.ConfigDict, rng):
@@ -46,6 +53,8 @@ def _blockwise_loss(z: jax.Array, ids: jax.Array, config: ml_collections.ConfigD
             "method.num_negatives (a random subset of negatives) is computed by "
             "method.loss_impl='dense' only; its [M, M] draw is what blockwise avoids."
         )
+    if config.get("negative_similarity", "cosine") != "cosine":
+        raise ValueError("method.negative_similarity 'abs'/'square' needs loss_impl='dense'.")
     chunk_size = config.loss_chunk_size
     return (
         contrastive_blockwise.multi_positive_nt_xent_blockwise(
@@ -127,7 +136,8 @@ def loss_fn(
         ``LOSS_IMPLS``, ``loss_chunk_size``: columns per chunk of ``"blockwise"``; optional
         ``decoupled`` and ``vmf_sigma``: DCL / DCLW, two views, dense; optional
         ``num_negatives`` > 0: each anchor's denominator keeps a random subset of that many
-        negatives, ``contrastive.sample_negatives``, dense only).
+        negatives, ``contrastive.sample_negatives``, dense only; optional
+        ``negative_similarity``: ``"abs"``/``"square"``, SimCLR-abs/-sq, dense only).
       rng: the step's key: the draw of ``num_negatives`` (SimCLR's model is deterministic).
       step: unused (no schedule inside the loss); part of the method protocol.
 
@@ -155,8 +165,13 @@ def loss_fn(
         projections = jnp.concatenate([projections, local_projections.reshape(b * num_local, -1)])
         ids = jnp.concatenate([ids, contrastive.augmentation_graph_ids(b, num_local)])
     if config.get("decoupled", False):
-        if config.get("num_negatives", 0) > 0:
-            raise ValueError("method.num_negatives applies to NT-Xent, not to DCL (decoupled).")
+        if config.get("num_negatives", 0) > 0 or (
+            config.get("negative_similarity", "cosine") != "cosine"
+        ):
+            raise ValueError(
+                "method.num_negatives and method.negative_similarity apply to NT-Xent, not to "
+                "DCL (method.decoupled)."
+            )
         if v != 2 or "local" in batch or config.get("graph", "augmentation") != "augmentation":
             raise ValueError(
                 "method.decoupled (DCL) is the two-view loss of the augmentation graph: use "

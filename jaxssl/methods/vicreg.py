@@ -35,7 +35,9 @@ def loss_fn(
       variables: ``{"params": ..., "batch_stats": ...}``.
       batch: ``batch["global"]``: the views ``[B, 2, H, W, 3]``.
       method_state: VICReg has none (``{}``); returned as is.
-      config: the ``config.method`` section (``sim_coeff``, ``std_coeff``, ``cov_coeff``).
+      config: the ``config.method`` section (``sim_coeff``, ``std_coeff``, ``cov_coeff``;
+        optional ``variant``: ``"exp"`` / ``"ctr"``, VICReg-exp / VICReg-ctr of Garrido et
+        al. 2023, with ``exp_temperature``; ``redundancy.vicreg_loss``).
       rng: unused (the model is deterministic); part of the method protocol.
       step: unused (no schedule inside the loss); part of the method protocol.
 
@@ -56,6 +58,8 @@ def loss_fn(
         sim_coeff=config.sim_coeff,
         std_coeff=config.std_coeff,
         cov_coeff=config.cov_coeff,
+        variant=config.get("variant", "vicreg"),
+        temperature=config.get("exp_temperature", 0.1),
     )
     metrics = {f"train/vicreg_{name}": jax.lax.stop_gradient(t) for name, t in terms.items()}
     return loss, base.LossAux(features, batch_stats, method_state, metrics, z)
