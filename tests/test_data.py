@@ -132,6 +132,39 @@ def test_eval_iterator_covers_each_example_once():
     assert num_batches == {3}  # 34 examples on the largest part, padded to 3 batches of 16
 
 
+def test_class_filters_keep_only_the_given_labels():
+    """data.eval_classes filters both evaluation passes (per process, in lockstep);
+    data.train_classes the training stream, whose size must be data.num_train_examples."""
+    _, labels = fake.make_examples("test", 100)
+    config = _data_config(eval_classes=(1, 3))
+    sizes, num_batches, seen = [], set(), []
+    for process in range(2):
+        make_iterator, size = tfds.make_eval_iterator(
+            config, "test", batch_size=8, process_index=process, process_count=2
+        )
+        batches = list(make_iterator())
+        num_batches.add(len(batches))
+        mask = np.concatenate([b["mask"] for b in batches])
+        assert mask.sum() == size
+        seen.append(np.concatenate([b["label"] for b in batches])[mask])
+        sizes.append(size)
+    start, end = fake.part_bounds(100, 0, 2)
+    expected = labels[start:end][np.isin(labels[start:end], (1, 3))]
+    np.testing.assert_array_equal(seen[0], expected)
+    assert sum(sizes) == np.isin(labels, (1, 3)).sum() > 0
+    assert len(num_batches) == 1  # both processes run as many batches
+    _, train_labels = fake.make_examples("train", 120)
+    kept = int(np.isin(train_labels, (0, 2)).sum())
+    kwargs = dict(global_batch_size=8, seed=0, start_step=0, process_index=0, process_count=1)
+    for cache in (True, False):
+        with pytest.raises(errors.ConfigError, match=f"num_train_examples={kept}"):
+            tfds.make_train_iterator(_data_config(train_classes=(0, 2), cache=cache), **kwargs)
+        config = _data_config(train_classes=(0, 2), num_train_examples=kept, cache=cache)
+        batches = tfds.make_train_iterator(config, **kwargs)
+        labels_seen = np.concatenate([next(batches)["label"] for _ in range(4)])
+        assert set(labels_seen) <= {0, 2}
+
+
 def test_eval_iterator_cuts_the_same_patches_every_pass():
     config = _data_config()
     images, _ = fake.make_examples("test", 100)

@@ -76,6 +76,11 @@ def get_base_config() -> ml_collections.ConfigDict:
             train_split="train",
             eval_train_split="train",
             eval_test_split="test",
+            # Non-empty: keep only these labels, in the training split (train_classes; set
+            # num_train_examples to what remains) and in both evaluation splits
+            # (eval_classes): pre-train on some classes, evaluate transfer to the others.
+            train_classes=(),
+            eval_classes=(),
             num_train_examples=50_000,
             num_classes=10,
             image_size=32,

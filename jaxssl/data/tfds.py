@@ -15,7 +15,8 @@ process streams only its contiguous part of the split (``tfds.even_splits``). Ev
 keyed by (seed, example index, epoch, view). Resuming at step ``k`` therefore yields
 exactly the batches an uninterrupted run yields from step ``k`` on.
 
-Evaluation passes read per-process parts.
+Evaluation passes read per-process parts. ``data.train_classes`` / ``data.eval_classes`` keep
+only the examples of some labels (e.g. pre-train on CIFAR-10 classes 0-4, evaluate on 5-9).
 
 `prepare` runs first (``data.download``): it downloads and prepares a missing TFDS dataset in
 single-process runs, or stops with an error that says how to prepare it.
@@ -24,7 +25,7 @@ single-process runs, or stops with an error that says how to prepare it.
 import contextlib
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import ml_collections
@@ -293,6 +294,37 @@ def load_split(
 
 
 def _open_config_split(
+    data_config: ml_collections.ConfigDict,
+    split: str,
+    process_index: int,
+    process_count: int,
+    classes: Sequence[int] = (),
+) -> _Part:
+    """This process's part of ``split``; with ``classes``, only the examples of those labels
+    (``data.train_classes`` / ``data.eval_classes``). Counting a filtered part reads it once
+    (and every process's part when there are several, for the evaluation's lockstep)."""
+    part = _open_unfiltered_split(data_config, split, process_index, process_count)
+    if not classes:
+        return part
+    keep = tf.constant(sorted({int(c) for c in classes}), tf.int32)
+
+    def kept(dataset):
+        return dataset.filter(lambda example: tf.reduce_any(tf.equal(example["label"], keep)))
+
+    def count(dataset):
+        labels = kept(dataset).map(lambda example: example["label"])
+        return int(labels.reduce(np.int64(0), lambda n, _: n + 1))
+
+    num_examples = count(part.dataset)
+    sizes = [num_examples] + [
+        count(_open_unfiltered_split(data_config, split, p, process_count).dataset)
+        for p in range(process_count)
+        if p != process_index
+    ]
+    return _Part(kept(part.dataset), num_examples, max(sizes))
+
+
+def _open_unfiltered_split(
     data_config: ml_collections.ConfigDict, split: str, process_index: int, process_count: int
 ) -> _Part:
     if data_config.name == "folder":
@@ -351,6 +383,17 @@ def crop_train_batch(
     return out
 
 
+def _check_class_count(data_config: ml_collections.ConfigDict, num_examples: int) -> None:
+    """A class-filtered train split must have the size the step count was computed from."""
+    if data_config.get("train_classes", ()) and num_examples != data_config.num_train_examples:
+        raise errors.ConfigError(
+            f"data.train_classes={tuple(data_config.train_classes)} keeps {num_examples} "
+            f"examples of {data_config.train_split}, but data.num_train_examples is "
+            f"{data_config.num_train_examples} (epochs and schedules are counted from it). "
+            f"Set --config.data.num_train_examples={num_examples}."
+        )
+
+
 def make_train_iterator(
     data_config: ml_collections.ConfigDict,
     *,
@@ -406,8 +449,11 @@ def make_train_iterator(
         # global batch, a gather of positions from a permutation keyed by (seed, epoch); it
         # keeps its own rows of that batch. The global batch of a step is therefore the same
         # for any number of processes, and skipping to a step is cheap.
-        part = _open_config_split(data_config, data_config.train_split, 0, 1)
+        part = _open_config_split(
+            data_config, data_config.train_split, 0, 1, data_config.get("train_classes", ())
+        )
         num_examples = part.num_examples
+        _check_class_count(data_config, num_examples)
         if num_examples < global_batch_size:
             raise ValueError(
                 f"{data_config.train_split} has {num_examples} examples, fewer than one global "
@@ -444,9 +490,15 @@ def make_train_iterator(
         # the number of processes here. (The shuffle seed is combined with TF's global seed,
         # which jaxssl leaves unset.)
         part = _open_config_split(
-            data_config, data_config.train_split, process_index, process_count
+            data_config,
+            data_config.train_split,
+            process_index,
+            process_count,
+            data_config.get("train_classes", ()),
         )
         num_examples = part.num_examples
+        if process_count == 1:
+            _check_class_count(data_config, num_examples)
         if num_examples == 0:
             raise ValueError(
                 f"Process {process_index} has no examples of {data_config.train_split}."
@@ -504,7 +556,9 @@ def make_eval_iterator(
       "label": int32 [b], "mask": bool [b]}``; ``n`` is the number of real examples in this
       part.
     """
-    part = _open_config_split(data_config, split, process_index, process_count)
+    part = _open_config_split(
+        data_config, split, process_index, process_count, data_config.get("eval_classes", ())
+    )
     num_batches = math.ceil(part.max_part_size / batch_size)
     size = int(data_config.eval_image_size)
     with_patches = patches is not None and patches.num > 0
