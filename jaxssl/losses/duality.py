@@ -34,7 +34,8 @@ import jax
 import jax.numpy as jnp
 
 
-def _off_diagonal_square_sum(matrix: jax.Array) -> jax.Array:
+def off_diagonal_square_sum(matrix: jax.Array) -> jax.Array:
+    """Sum of the squared off-diagonal entries (masked, not ``total - diagonal``: exact)."""
     return jnp.sum(jnp.square(jnp.where(jnp.eye(matrix.shape[0], dtype=bool), 0.0, matrix)))
 
 
@@ -46,14 +47,14 @@ def _gram(a: jax.Array) -> jax.Array:
 def sample_contrastive(z: jax.Array) -> jax.Array:
     """:math:`L_c = \\sum_{i \\ne j} (z_i^\\top z_j)^2` over the rows (samples) of ``z``."""
     chex.assert_rank(z, 2)
-    return _off_diagonal_square_sum(_gram(z.astype(jnp.float32)))
+    return off_diagonal_square_sum(_gram(z.astype(jnp.float32)))
 
 
 def dimension_contrastive(z: jax.Array) -> jax.Array:
     """:math:`L_{nc} = \\sum_{k \\ne l} (Z_{:,k}^\\top Z_{:,l})^2` over the columns (dimensions)
     of ``z`` ``[N, M]``."""
     chex.assert_rank(z, 2)
-    return _off_diagonal_square_sum(_gram(z.astype(jnp.float32).T))
+    return off_diagonal_square_sum(_gram(z.astype(jnp.float32).T))
 
 
 def duality_gap(z: jax.Array) -> jax.Array:

@@ -31,12 +31,6 @@ def _gram(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.einsum("nd,ne->de", a, b, precision=jax.lax.Precision.HIGHEST)
 
 
-def _off_diagonal_square_sum(matrix: jax.Array) -> jax.Array:
-    """Sum of the squared off-diagonal entries (masked, not ``total - diagonal``: exact)."""
-    off_diagonal = jnp.where(jnp.eye(matrix.shape[0], dtype=bool), 0.0, matrix)
-    return jnp.sum(jnp.square(off_diagonal))
-
-
 def _batch_standardize(z: jax.Array, eps: float) -> jax.Array:
     """BatchNorm without affine parameters, train mode: biased variance over the batch."""
     mean = jnp.mean(z, axis=0)
@@ -85,7 +79,7 @@ def barlow_twins_terms(z1: jax.Array, z2: jax.Array, eps: float = 1e-5) -> dict[
     c = cross_correlation(z1, z2, eps)  # [D, D]
     return {
         "on_diagonal": jnp.sum(jnp.square(1.0 - jnp.diagonal(c))),
-        "off_diagonal": _off_diagonal_square_sum(c),
+        "off_diagonal": duality.off_diagonal_square_sum(c),
     }
 
 
@@ -136,7 +130,7 @@ def _covariance_term(z: jax.Array) -> jax.Array:
     n, d = z.shape
     centered = z - jnp.mean(z, axis=0)
     covariance = _gram(centered, centered) / (n - 1)  # [D, D]
-    return _off_diagonal_square_sum(covariance) / d
+    return duality.off_diagonal_square_sum(covariance) / d
 
 
 def vicreg_loss(
