@@ -163,7 +163,8 @@ def method_smoke_config(method_name: str) -> ml_collections.ConfigDict:
 
 def random_views_batch(config: ml_collections.ConfigDict, seed: int = 0) -> dict:
     """A batch of two random 32 px float views per example, labels and indices (and random
-    crop boxes of a 32 px source with ``data.crop_boxes``, as VICRegL reads them)."""
+    crop boxes of a 32 px source with ``data.crop_boxes``, as VICRegL reads them, and random
+    view parameters with ``data.view_transforms``, as SIE reads them)."""
     rng = np.random.default_rng(seed)
     b = config.train.batch_size
     batch = {
@@ -176,6 +177,13 @@ def random_views_batch(config: ml_collections.ConfigDict, seed: int = 0) -> dict
         corner = np.floor(rng.random((b, 2, 2)) * (33 - size))
         flipped = (rng.random((b, 2, 1)) < 0.5).astype(np.float32)
         batch["global_box"] = np.concatenate([corner, size, flipped], -1).astype(np.float32)
+    if config.data.get("view_transforms", False):  # SIE: recorded view parameters [b, 2, 11]
+        angle = rng.uniform(-0.5, 0.5, size=(b, 2, 1))
+        factors = rng.uniform(0.6, 1.4, size=(b, 2, 3))
+        hue = rng.uniform(-0.1, 0.1, size=(b, 2, 1))
+        gray = (rng.random((b, 2, 1)) < 0.2).astype(np.float32)
+        parts = [angle, batch["global_box"], factors, hue, gray]
+        batch["transform"] = np.concatenate(parts, -1).astype(np.float32)
     return batch
 
 

@@ -109,6 +109,12 @@ def get_base_config() -> ml_collections.ConfigDict:
             # > 0: every view gets N(0, std^2) pixel noise (on the [0, 1] scale) after the
             # colour ops; apply_noise_only_views turns everything else off.
             gaussian_noise_std=0.0,
+            # > 0: every view is rotated by an angle uniform in [-deg, deg] (on device, before
+            # the colour ops; bilinear, zeros outside). SIE's transformation to predict.
+            rotation_degrees=0.0,
+            # Also pass each global view's known transformation (rotation, crop box, colour
+            # factors) as batch["transform"] [B, V, 11] (needs crop_boxes): SIE's conditioning.
+            view_transforms=False,
             mean=(0.4914, 0.4822, 0.4465),
             std=(0.2470, 0.2435, 0.2616),
             fake_train_examples=512,
@@ -234,6 +240,14 @@ def get_base_config() -> ml_collections.ConfigDict:
             num_pairs=1024,  # alignment: pairs of augmented train views (config.data augment)
             num_uniformity=4096,  # uniformity: first N test rows (an N x N Gram matrix)
         )
+    )
+    # Equivariance (jaxssl/evals/equivariance.py): linear probes on the invariant and
+    # equivariant parts of the backbone features (the last `equi_dim` dimensions; 0: the
+    # method's `method.equi_dim`, or the whole feature only) and an MLP regression of the
+    # relative transformation of `num_pairs` pairs of augmented train views (data.crop_boxes
+    # and the run's augmentations; fit on the first (1 - holdout_fraction), R^2 on the rest).
+    config.evals.equivariance = ml_collections.ConfigDict(
+        dict(equi_dim=0, num_pairs=8192, holdout_fraction=0.25, hidden=256, steps=500, lr=1e-3)
     )
     config.evals.plots = ml_collections.ConfigDict(
         dict(num_points=5000, num_queries=8, num_neighbours=8)

@@ -1,4 +1,5 @@
-"""Photometric augmentations and input normalization as pure JAX functions, on device.
+"""Photometric augmentations, planar rotation and input normalization as pure JAX functions,
+on device.
 
 The device half of the augmentation: the host cuts the views (`jaxssl.data.crops`: random
 resized crop and flip, shipped as uint8) and the jitted train step applies torchvision's
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 
 # Op ids: each random decision of a view draws from its own stream, so enabling one op
 # (e.g. blur) never changes the randomness of another.
-_OP_JITTER, _OP_GRAYSCALE, _OP_BLUR, _OP_SOLARIZE, _OP_NOISE = range(5)
+_OP_JITTER, _OP_GRAYSCALE, _OP_BLUR, _OP_SOLARIZE, _OP_NOISE, _OP_ROTATE = range(6)
 
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision and PIL
 _HUE = 3  # the op id of hue in a jitter order; 0, 1, 2 are brightness, contrast, saturation
@@ -198,8 +199,17 @@ def color_jitter(
     Returns:
       ``[N, H, W, 3]`` float32 in [0, 1].
     """
+    apply, factors, order = _jitter_parameters(
+        key, images.shape[0], prob, brightness, contrast, saturation, hue
+    )
+    jittered = jitter_in_order(images, factors, order, with_hue=bool(hue))
+    return _select(apply, jittered, images)
+
+
+def _jitter_parameters(key, num, prob, brightness, contrast, saturation, hue):
+    """`color_jitter`'s draws: ``(apply [N] bool, factors [N, 4], order [N, 4])``."""
     # Columns: apply, 3 blend factors, hue shift, 4 order keys.
-    uniforms = jax.random.uniform(key, (images.shape[0], 9))
+    uniforms = jax.random.uniform(key, (num, 9))
 
     def factor(column, strength):
         low = max(0.0, 1.0 - strength)
@@ -215,8 +225,7 @@ def color_jitter(
         axis=1,
     )  # [N, 4]
     order = jnp.argsort(uniforms[:, 5:9], axis=1, stable=True)  # [N, 4]
-    jittered = jitter_in_order(images, factors, order, with_hue=bool(hue))
-    return _select(uniforms[:, 0] < prob, jittered, images)
+    return uniforms[:, 0] < prob, factors, order
 
 
 def random_grayscale(key: jax.Array, images: jax.Array, prob: float = 0.2) -> jax.Array:
@@ -231,7 +240,11 @@ def random_grayscale(key: jax.Array, images: jax.Array, prob: float = 0.2) -> ja
       ``[N, H, W, 3]`` float32.
     """
     gray = jnp.broadcast_to(rgb_to_grayscale(images), images.shape)
-    return _select(jax.random.uniform(key, (images.shape[0],)) < prob, gray, images)
+    return _select(_grayscale_draws(key, images.shape[0], prob), gray, images)
+
+
+def _grayscale_draws(key: jax.Array, num: int, prob: float) -> jax.Array:
+    return jax.random.uniform(key, (num,)) < prob
 
 
 def _blur_one(image: jax.Array, sigma: jax.Array, radius: int) -> jax.Array:
@@ -328,6 +341,49 @@ def gaussian_noise(key: jax.Array, images: jax.Array, std: float) -> jax.Array:
     return images + std * jax.random.normal(key, images.shape, jnp.float32)
 
 
+# --- Planar rotation (the one geometric op on device; crops and flips are the host's) ---
+
+
+def _rotate_one(image: jax.Array, angle: jax.Array) -> jax.Array:
+    h, w = image.shape[:2]
+    rows, cols = jnp.meshgrid(
+        jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij"
+    )
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    dx, dy = cols - cx, cy - rows  # y up
+    cos, sin = jnp.cos(angle), jnp.sin(angle)
+    # Output pixel p shows the input at R(-angle) p (counter-clockwise content rotation).
+    src_x = cos * dx + sin * dy
+    src_y = -sin * dx + cos * dy
+    coords = [cy - src_y, cx + src_x]
+    return jnp.stack(
+        [
+            jax.scipy.ndimage.map_coordinates(image[..., c], coords, order=1, mode="constant")
+            for c in range(image.shape[-1])
+        ],
+        axis=-1,
+    )
+
+
+def rotate(images: jax.Array, angles: jax.Array) -> jax.Array:
+    """Rotates each image counter-clockwise (as displayed) by ``angles`` radians about its
+    centre: bilinear, zeros outside the source (torchvision ``rotate``'s convention and fill).
+
+    Args:
+      images: ``[N, H, W, C]`` float.
+      angles: ``[N]`` radians.
+
+    Returns:
+      ``[N, H, W, C]`` float32.
+    """
+    return jax.vmap(_rotate_one)(images.astype(jnp.float32), angles.astype(jnp.float32))
+
+
+def _rotation_draws(key: jax.Array, num: int, degrees: float) -> jax.Array:
+    """Angles uniform in ``[-degrees, degrees]``, in radians, ``[N]``."""
+    return jnp.deg2rad(degrees) * (2.0 * jax.random.uniform(key, (num,)) - 1.0)
+
+
 def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
     """``(images - mean) / std`` per channel."""
     return (images - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
@@ -353,8 +409,8 @@ def to_model_input(images: jax.Array, mean: Sequence[float], std: Sequence[float
 def augment_views(key: jax.Array, views: jax.Array, data_config: Mapping[str, Any]) -> jax.Array:
     """The photometric pipeline on a view group: the SimCLR/BYOL colour augmentations.
 
-    Per view: colour jitter, grayscale, optional blur, solarization and Gaussian noise,
-    normalization.
+    Per view: optional planar rotation (``rotation_degrees``), colour jitter, grayscale,
+    optional blur, solarization and Gaussian noise, normalization.
 
     Args:
       key: a JAX key; op ``o`` draws its parameters for all ``B * V`` views from
@@ -362,7 +418,7 @@ def augment_views(key: jax.Array, views: jax.Array, data_config: Mapping[str, An
       views: ``[B, V, S, S, 3]`` uint8, the host's crops (`jaxssl.data.crops.crop_views`).
       data_config: the ``config.data`` ConfigDict (``color_jitter_prob``, ``brightness``,
         ``contrast``, ``saturation``, ``hue``, ``grayscale_prob``, ``blur_prob``,
-        ``solarize_prob``, ``gaussian_noise_std``, ``mean``, ``std``).
+        ``solarize_prob``, ``gaussian_noise_std``, ``rotation_degrees``, ``mean``, ``std``).
 
     Returns:
       ``[B, V, S, S, 3]`` float32, normalized.
@@ -374,6 +430,9 @@ def augment_views(key: jax.Array, views: jax.Array, data_config: Mapping[str, An
     # Row b * V + v is view v of example b: with the batch split over devices every device
     # holds whole examples, and the result reshapes back without moving data.
     images = _to_float(views.reshape(-1, *views.shape[2:]))  # [B*V, S, S, 3]
+    if data_config.get("rotation_degrees", 0.0) > 0:
+        degrees = data_config["rotation_degrees"]
+        images = rotate(images, _rotation_draws(op_key(_OP_ROTATE), images.shape[0], degrees))
     images = color_jitter(
         op_key(_OP_JITTER),
         images,
@@ -415,4 +474,110 @@ def augment_batch(
     for number, group in enumerate(("global", "local")):
         if group in batch:
             out[group] = augment_views(jax.random.fold_in(key, number), batch[group], data_config)
+    if data_config.get("view_transforms", False):
+        if "global_box" not in batch:
+            raise ValueError(
+                "data.view_transforms needs the host's crop boxes: set data.crop_boxes=True."
+            )
+        out["transform"] = view_transforms(
+            jax.random.fold_in(key, 0), batch["global_box"], data_config
+        )
     return out
+
+
+# --- The known transformation of each view (SIE's conditioning, equivariance evaluation) ---
+
+# The columns of `view_transforms`: the rotation, the crop box (source pixels) and flip, the
+# colour jitter's effective factors (1, or hue 0, where the jitter was not applied) and the
+# grayscale flag.
+VIEW_FIELDS = (
+    "angle", "top", "left", "height", "width", "flipped",
+    "brightness", "contrast", "saturation", "hue", "grayscale",
+)  # fmt: skip
+
+# The columns of `relative_transform`, by group.
+RELATIVE_GROUPS = {
+    "rotation": ("cos_angle", "sin_angle"),
+    "crop": ("shift_y", "shift_x", "log_scale_y", "log_scale_x", "flip"),
+    "color": ("brightness", "contrast", "saturation", "hue", "grayscale"),
+}
+
+
+def view_transforms(key: jax.Array, boxes: jax.Array, data_config: Mapping[str, Any]) -> jax.Array:
+    """The parameters `augment_views` drew for each view, from the same key: ``[B, V, 11]``.
+
+    Columns `VIEW_FIELDS`: ``angle`` (radians, 0 without rotation), the host's crop box
+    ``top, left, height, width, flipped`` (`jaxssl.data.crops.view_boxes`), the colour
+    jitter's brightness, contrast and saturation factors and hue shift as applied (1, 1, 1, 0
+    where the jitter was skipped; the random order of the four ops is not recorded), and 1.0
+    for a grayscale view. Blur, solarization and noise are not recorded.
+
+    Args:
+      key: the group's key, as `augment_views` got it.
+      boxes: ``[B, V, 5]`` the group's crop boxes (``batch["global_box"]``).
+      data_config: the ``config.data`` ConfigDict.
+
+    Returns:
+      float32 ``[B, V, 11]``.
+    """
+    b, v = boxes.shape[:2]
+    n = b * v
+
+    def op_key(op):
+        return jax.random.fold_in(key, op)
+
+    degrees = data_config.get("rotation_degrees", 0.0)
+    angles = _rotation_draws(op_key(_OP_ROTATE), n, degrees) if degrees > 0 else jnp.zeros(n)
+    apply, factors, _ = _jitter_parameters(
+        op_key(_OP_JITTER),
+        n,
+        data_config["color_jitter_prob"],
+        data_config["brightness"],
+        data_config["contrast"],
+        data_config["saturation"],
+        data_config["hue"],
+    )
+    identity = jnp.asarray([1.0, 1.0, 1.0, 0.0], jnp.float32)
+    factors = jnp.where(apply[:, None], factors, identity)
+    gray = _grayscale_draws(op_key(_OP_GRAYSCALE), n, data_config["grayscale_prob"])
+    columns = [
+        angles[:, None],
+        boxes.reshape(n, 5).astype(jnp.float32),
+        factors,
+        gray.astype(jnp.float32)[:, None],
+    ]
+    return jnp.concatenate(columns, axis=1).reshape(b, v, len(VIEW_FIELDS))
+
+
+def relative_transform(first: jax.Array, second: jax.Array) -> jax.Array:
+    """The transformation from one view to another of the same image, ``[..., 12]``.
+
+    Columns (`RELATIVE_GROUPS`, in order): rotation ``cos, sin`` of the angle difference;
+    crop: the shift of the second box's centre in units of the first box's height and width,
+    the log ratios of their heights and widths, and 1.0 where exactly one view is flipped;
+    colour: the differences of the effective jitter factors and of the grayscale flags.
+
+    Args:
+      first: ``[..., 11]`` `view_transforms` rows of the first views.
+      second: ``[..., 11]`` of the second views.
+
+    Returns:
+      float32 ``[..., 12]``.
+    """
+    a, b = first.astype(jnp.float32), second.astype(jnp.float32)
+    angle = b[..., 0] - a[..., 0]
+    top, left, height, width, flipped = (a[..., i] for i in range(1, 6))
+    top2, left2, height2, width2, flipped2 = (b[..., i] for i in range(1, 6))
+    shift_y = (top2 + height2 / 2 - top - height / 2) / height
+    shift_x = (left2 + width2 / 2 - left - width / 2) / width
+    columns = [
+        jnp.cos(angle),
+        jnp.sin(angle),
+        shift_y,
+        shift_x,
+        jnp.log(height2 / height),
+        jnp.log(width2 / width),
+        jnp.abs(flipped2 - flipped),
+    ]
+    columns += [b[..., i] - a[..., i] for i in range(6, 11)]
+    return jnp.stack(columns, axis=-1)

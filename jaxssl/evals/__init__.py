@@ -9,6 +9,8 @@ its protocol in words and JSON details. Each jits its own small functions.
 * ``spectral``: RankMe, alignment, uniformity and covariance spectra of backbone features and
   projections;
 * ``rankme``: RankMe of the backbone features alone (logged by training beside kNN);
+* ``equivariance``: linear probes and transformation regression per part of the features
+  (SIE's invariant and equivariant parts);
 * ``plots``: PNGs of training curves, spectrum, 2-D projection and nearest-neighbour retrieval.
 """
 
@@ -18,7 +20,7 @@ from collections.abc import Callable, Sequence
 from absl import logging
 
 from jaxssl import errors
-from jaxssl.evals import features, knn, linear, plots, spectral
+from jaxssl.evals import equivariance, features, knn, linear, plots, spectral
 
 Evaluator = Callable[[features.Context], features.Result]
 
@@ -28,6 +30,7 @@ EVALUATORS: dict[str, Evaluator] = {
     "spectral": spectral.run,
     "rankme": spectral.run_rankme,
     "plots": plots.run,
+    "equivariance": equivariance.run,
 }
 
 

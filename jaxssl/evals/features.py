@@ -274,10 +274,24 @@ class Extractor:
 
 def view_pairs(context: Context, num_pairs: int) -> dict[str, tuple[jax.Array, jax.Array]]:
     """Embeddings of ``num_pairs`` pairs of augmented train views (the run's augmentations)."""
+    return transformed_view_pairs(context, num_pairs, transforms=False)[0]
+
+
+def transformed_view_pairs(
+    context: Context, num_pairs: int, transforms: bool = True
+) -> tuple[dict[str, tuple[jax.Array, jax.Array]], jax.Array | None]:
+    """`view_pairs`, and with ``transforms`` each pair's relative transformation ``[N, 12]``
+    (`jaxssl.data.color.relative_transform` of the recorded view parameters; the host then
+    passes crop boxes whatever ``data.crop_boxes`` says)."""
     config = context.config
+    data_config = config.data
+    if transforms:
+        data_config = ml_collections.ConfigDict(config.data.to_dict())
+        data_config.crop_boxes = True
+        data_config.view_transforms = True
     batch_size = config.evals.knn.batch_size
     batches = input_pipeline.make_train_iterator(
-        config.data,
+        data_config,
         global_batch_size=batch_size,
         seed=config.seed,
         start_step=0,
@@ -287,21 +301,31 @@ def view_pairs(context: Context, num_pairs: int) -> dict[str, tuple[jax.Array, j
 
     def pair_embeddings(variables, crops, key):
         # The host's crops get the training colour augmentation, as in the train step.
-        views = color.augment_views(key, crops, config.data)  # [B, V, S, S, 3]
-        return tuple(embed_views(context.model, variables, views[:, v]) for v in (0, 1))
+        views = color.augment_views(key, crops["global"], data_config)  # [B, V, S, S, 3]
+        embedded = tuple(embed_views(context.model, variables, views[:, v]) for v in (0, 1))
+        if not transforms:
+            return embedded, None
+        transform = color.view_transforms(key, crops["global_box"], data_config)
+        return embedded, color.relative_transform(transform[:, 0], transform[:, 1])
 
     views_fn = jax.jit(pair_embeddings)
     key = jax.random.key(config.seed)
-    firsts, seconds = [], []
+    keep = ("global", "global_box") if transforms else ("global",)
+    firsts, seconds, relatives = [], [], []
     for index in range(math.ceil(num_pairs / batch_size)):
-        crops = sharding.to_global({"global": next(batches)["global"]}, context.mesh)["global"]
-        first, second = views_fn(context.variables, crops, jax.random.fold_in(key, index))
+        batch = next(batches)
+        crops = sharding.to_global({k: batch[k] for k in keep}, context.mesh)
+        (first, second), relative = views_fn(
+            context.variables, crops, jax.random.fold_in(key, index)
+        )
         firsts.append(first)
         seconds.append(second)
-    return {
+        relatives.append(relative)
+    pairs = {
         name: (
             jnp.concatenate([f[name] for f in firsts])[:num_pairs],
             jnp.concatenate([s[name] for s in seconds])[:num_pairs],
         )
         for name in firsts[0]
     }
+    return pairs, (jnp.concatenate(relatives)[:num_pairs] if transforms else None)

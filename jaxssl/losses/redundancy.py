@@ -210,6 +210,74 @@ def vicreg_loss(
     return loss, terms
 
 
+# --- SIE: VICReg with an invariant and an equivariant part ---
+
+
+def sie_loss(
+    inv1: jax.Array,
+    inv2: jax.Array,
+    equi1: jax.Array,
+    equi2: jax.Array,
+    prediction: jax.Array,
+    sim_coeff: float = 10.0,
+    equi_factor: float = 4.5,
+    std_coeff: float = 10.0,
+    cov_coeff: float = 1.0,
+    eps: float = 1e-4,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    r"""SIE: split invariant-equivariant VICReg (Garrido, Najman & LeCun 2023).
+
+    .. math::
+      \mathcal{L} = \mu_s \, s(z^{inv}_1, z^{inv}_2)
+        + \lambda \mu_s \, s(\hat z^{eq}_2, z^{eq}_2)
+        + \mu_v \left(\frac{v(z_1) + v(z_2)}{2} + \frac{v(\hat z^{eq}_2)}{2}\right)
+        + \mu_c \left(c(z_1) + c(z_2)\right),
+
+    with ``s`` the mean squared error, ``v`` and ``c`` VICReg's variance hinge and covariance
+    term (`vicreg_loss`) of the whole embeddings :math:`z = [z^{inv}, z^{eq}]`, so the two
+    parts do not carry the same information, and :math:`\hat z^{eq}_2` the prediction of view
+    2's equivariant embedding from view 1's (a hypernetwork's linear map of the relative
+    transformation; ``models.equivariant``). The reference code (facebookresearch/SIE,
+    ``src/models.py``, class ``SIE``): no symmetrization (only view 1 -> view 2 is predicted),
+    ``F.mse_loss`` means, the variance hinge on the prediction halved, defaults
+    ``sim 10, equi_factor 4.5, std 10, cov 1``. Over the global batch.
+
+    Args:
+      inv1: invariant embeddings of view 1, ``[N, Di]``.
+      inv2: of view 2, ``[N, Di]``.
+      equi1: equivariant embeddings of view 1, ``[N, De]``.
+      equi2: of view 2, ``[N, De]``.
+      prediction: the predicted ``equi2``, ``[N, De]``.
+      sim_coeff: :math:`\mu_s`.
+      equi_factor: :math:`\lambda`, the equivariance term's weight relative to ``sim_coeff``.
+      std_coeff: :math:`\mu_v`.
+      cov_coeff: :math:`\mu_c`.
+      eps: added to the variance inside the square root.
+
+    Returns:
+      ``(loss, terms)``: unweighted ``{"invariance", "equivariance", "variance",
+      "prediction_variance", "covariance"}``.
+    """
+    inv1, inv2 = _check_views(inv1, inv2)
+    equi1, equi2 = _check_views(equi1, equi2)
+    prediction = prediction.astype(jnp.float32)
+    z1 = jnp.concatenate([inv1, equi1], axis=1)
+    z2 = jnp.concatenate([inv2, equi2], axis=1)
+    terms = {
+        "invariance": jnp.mean(jnp.square(inv1 - inv2)),
+        "equivariance": jnp.mean(jnp.square(prediction - equi2)),
+        "variance": _variance_term(z1, eps) / 2 + _variance_term(z2, eps) / 2,
+        "prediction_variance": _variance_term(prediction, eps) / 2,
+        "covariance": _covariance_term(z1) + _covariance_term(z2),
+    }
+    loss = (
+        sim_coeff * (terms["invariance"] + equi_factor * terms["equivariance"])
+        + std_coeff * (terms["variance"] + terms["prediction_variance"])
+        + cov_coeff * terms["covariance"]
+    )
+    return loss, terms
+
+
 # --- VICRegL: VICReg on the pooled embeddings and on matched feature-map vectors ---
 
 

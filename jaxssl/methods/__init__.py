@@ -19,6 +19,7 @@ from jaxssl.methods import (
     mocov2,
     mocov3,
     nnclr,
+    sie,
     simclr,
     simsiam,
     swav,
@@ -38,6 +39,8 @@ METHODS: dict[str, Method] = {
     "barlow_twins": barlow_twins.METHOD,
     "vicreg": vicreg.METHOD,
     "vicregl": vicregl.METHOD,
+    # SIE: VICReg split into invariant and transformation-equivariant parts (sie_cifar10.py).
+    "sie": sie.METHOD,
     # SupCon is SimCLR's method over the label graph (config.method.graph = "label").
     "supcon": simclr.METHOD,
     # DCL / DCLW are SimCLR's method with the decoupled loss (config.method.decoupled).

@@ -1,0 +1,141 @@
+"""SIE's networks: a backbone whose features split into an invariant and an equivariant part,
+a projector for each, and a hypernetwork predictor conditioned on the transformation.
+
+References:
+  Garrido, Najman & LeCun, Self-supervised learning of Split Invariant-Equivariant
+  representations, ICML 2023. https://arxiv.org/abs/2302.10283 (code:
+  facebookresearch/SIE, ``src/models.py``, ``src/hypernetwork.py``).
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jaxssl.data import color
+from jaxssl.models import resnet, ssl_model, vit
+
+
+class SIEModel(nn.Module):
+    """Backbone features ``[B, D]``: the first ``D - equi_dim`` dimensions are the invariant
+    part, the last ``equi_dim`` the equivariant part, each through its own projector.
+
+    ``__call__`` returns ``(features, invariant projections, equivariant projections)``;
+    ``predict(equi, transform)`` maps view 1's equivariant projections to a prediction of view
+    2's with the linear map :math:`W(t) = \\sum_k t_k A_k` that a linear, bias-free
+    hypernetwork gives for the relative transformation ``t`` (the reference's defaults:
+    ``--hypernetwork linear``, no ``--bias-hypernet``, no ``--bias-pred``, predictor
+    ``De -> De``). The map is applied as ``sum_k t_k (A_k x)`` instead of materializing the
+    per-example ``[De, De]`` weights: the same numbers without a ``[B, De, De]`` array.
+
+    Attributes:
+      backbone: images ``[B, H, W, 3]`` -> features ``[B, D]``.
+      projector_inv: MLP on the invariant part.
+      projector_equi: MLP on the equivariant part.
+      equi_dim: the equivariant part's width, ``0 < equi_dim < D``.
+    """
+
+    backbone: nn.Module
+    projector_inv: nn.Module
+    projector_equi: nn.Module
+    equi_dim: int
+    equi_width: int  # the equivariant projector's output width
+    latent_dim: int  # the width of the relative transformation
+
+    def setup(self):
+        # torch.nn.Linear(K, De * De, bias=False)'s init: U(-1/sqrt(K), 1/sqrt(K)).
+        bound = 1.0 / self.latent_dim**0.5
+        self.hypernetwork = self.param(
+            "hypernetwork",
+            lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -bound, bound),
+            (self.latent_dim, self.equi_width, self.equi_width),
+        )  # A_k[out, in]
+
+    def __call__(self, images: jax.Array, train: bool = True):
+        features = self.backbone(images, train=train)
+        inv, equi = split_features(features, self.equi_dim)
+        inv = self.projector_inv(inv, train=train)
+        return features, inv, self.projector_equi(equi, train=train)
+
+    def predict(self, equi: jax.Array, transform: jax.Array) -> jax.Array:
+        """``[B, De]`` equivariant projections of view 1, ``[B, K]`` relative transformations
+        -> ``[B, De]`` predicted projections of view 2."""
+        mapped = jnp.einsum("koi,bi->bko", self.hypernetwork, equi.astype(jnp.float32))
+        return jnp.einsum("bk,bko->bo", transform.astype(jnp.float32), mapped)
+
+    def embed(self, images: jax.Array) -> jax.Array:
+        """Backbone features in inference mode, ``[B, D]``."""
+        return self.backbone(images, train=False)
+
+
+def split_features(features: jax.Array, equi_dim: int) -> tuple[jax.Array, jax.Array]:
+    """``(invariant, equivariant)`` parts of ``[..., D]`` features: the last ``equi_dim``
+    dimensions are the equivariant part (the reference's ``x_emb[..., inv_repr_size:]``)."""
+    d = features.shape[-1]
+    if not 0 < equi_dim < d:
+        raise ValueError(f"method.equi_dim must be in (0, {d}) for {d}-d features, got {equi_dim}.")
+    return features[..., : d - equi_dim], features[..., d - equi_dim :]
+
+
+def feature_dim(model_config: ml_collections.ConfigDict) -> int:
+    """The width of ``config.model``'s backbone features."""
+    if model_config.backbone in vit.SIZES:
+        return vit.SIZES[model_config.backbone][0]
+    return resnet.feature_dim(
+        model_config.backbone, model_config.width, model_config.get("last_block_width", 0)
+    )
+
+
+def build_model(config: ml_collections.ConfigDict) -> SIEModel:
+    """The SIE model of ``config.model`` and ``config.method.equi_dim``: each projector keeps
+    ``config.model``'s layer count and its widths scaled by its part's share of the features
+    (the reference's ``np.round(mlp_dims * ratio)``)."""
+    model_config = config.model
+    backbone = ssl_model.make_backbone(model_config)
+    width = feature_dim(model_config)
+    equi_dim = config.method.equi_dim
+    if not 0 < equi_dim < width:
+        raise ValueError(
+            f"method.equi_dim must be in (0, {width}) for the backbone's {width}-d features, "
+            f"got {equi_dim}."
+        )
+
+    def projector(share):
+        return ssl_model.make_head(
+            model_config,
+            round(model_config.projector_hidden_dim * share),
+            round(model_config.projector_dim * share),
+            model_config.projector_layers,
+        )
+
+    projector_equi = projector(equi_dim / width)
+    return SIEModel(
+        backbone=backbone,
+        projector_inv=projector((width - equi_dim) / width),
+        projector_equi=projector_equi,
+        equi_dim=equi_dim,
+        equi_width=projector_equi.output_dim,
+        latent_dim=transform_dim(config.method.transform_parts),
+    )
+
+
+def transform_dim(parts) -> int:
+    """The width of the relative transformation restricted to ``parts`` (groups of
+    `jaxssl.data.color.RELATIVE_GROUPS`)."""
+    return len(transform_columns(parts))
+
+
+def transform_columns(parts) -> list[int]:
+    """Column indices of `jaxssl.data.color.relative_transform` for the groups ``parts``."""
+    unknown = [p for p in parts if p not in color.RELATIVE_GROUPS]
+    if unknown or not parts:
+        raise ValueError(
+            f"method.transform_parts must be a non-empty subset of "
+            f"{tuple(color.RELATIVE_GROUPS)}, got {tuple(parts)}."
+        )
+    columns, start = [], 0
+    for group, names in color.RELATIVE_GROUPS.items():
+        if group in parts:
+            columns += range(start, start + len(names))
+        start += len(names)
+    return columns
