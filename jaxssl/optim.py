@@ -1,5 +1,7 @@
 """Optimizers: LARS / SGD / AdamW with warmup-cosine schedules and bias+norm masks."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -34,13 +36,25 @@ def make_lr_schedule(config: ml_collections.ConfigDict, num_steps: int) -> optax
     return schedule
 
 
-def decay_mask(params) -> object:
+def decay_mask(params, exclude: tuple[str, ...] = ()) -> object:
     """True for weights that get weight decay and LARS adaptation: kernels, not biases or norms.
 
     Biases and BatchNorm scales/offsets are vectors; excluding them follows SimCLR / BYOL
     (LARS "exclude bias and BN") and keeps the trust ratio of tiny vectors from exploding.
+    Parameters whose path has a name in ``exclude`` (``optim.exclude_from_adaptation``) are
+    excluded too: plain momentum SGD under LARS, no weight decay (e.g. SIE's hypernetwork,
+    which starts at zero, where LARS's trust ratio would keep it).
     """
-    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+    def keep(path, p):
+        names = {str(getattr(key, "key", key)) for key in path}
+        return p.ndim > 1 and not names & set(exclude)
+
+    return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def _mask(config):
+    return functools.partial(decay_mask, exclude=tuple(config.get("exclude_from_adaptation", ())))
 
 
 def make_optimizer(
@@ -69,23 +83,23 @@ def _lars(config, schedule):
     return optax.lars(
         schedule,
         weight_decay=config.weight_decay,
-        weight_decay_mask=decay_mask,
+        weight_decay_mask=_mask(config),
         trust_coefficient=config.trust_coefficient,
-        trust_ratio_mask=decay_mask,
+        trust_ratio_mask=_mask(config),
         momentum=config.momentum,
     )
 
 
 def _sgd(config, schedule):
     return optax.chain(
-        optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
+        optax.add_decayed_weights(config.weight_decay, mask=_mask(config)),
         optax.sgd(schedule, momentum=config.momentum),
     )
 
 
 def _adamw(config, schedule):
     return optax.adamw(
-        schedule, b1=config.b1, b2=config.b2, weight_decay=config.weight_decay, mask=decay_mask
+        schedule, b1=config.b1, b2=config.b2, weight_decay=config.weight_decay, mask=_mask(config)
     )
 
 

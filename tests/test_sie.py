@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxssl import optim
 from jaxssl.configs import sie_cifar10
 from jaxssl.data import color
 from jaxssl.evals import equivariance
@@ -183,3 +184,23 @@ def test_smoke_run_and_equivariance_evaluation(tmp_path):
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
     for name in ("linear_invariant", "linear_equivariant", "r2_equivariant_rotation"):
         assert f"| equivariance | {name} |" in evaluation.stdout, evaluation.stdout
+
+
+def test_residual_predictor_is_the_identity_at_no_transformation():
+    config = sie_cifar10.get_config("smoke")
+    config.method.residual_predictor = True
+    config.method.transform_parts = ("rotation", "color")
+    model = equivariant.build_model(config)
+    assert model.identity == (1.0, 0.0, 0, 0, 0, 0, 0)
+    variables = model.init(jax.random.key(0), jnp.zeros((2, 32, 32, 3)), train=True)
+    x = np.random.default_rng(0).normal(size=(3, 8))
+    same = np.tile(np.asarray(model.identity, np.float32), (3, 1))
+    got = model.apply({"params": variables["params"]}, x, same, method=model.predict)
+    np.testing.assert_allclose(got, x, rtol=1e-5, atol=1e-6)
+
+
+def test_exclude_from_adaptation_masks_the_hypernetwork():
+    params = {"hypernetwork": jnp.ones((2, 3, 3)), "dense": {"kernel": jnp.ones((3, 3))}}
+    assert optim.decay_mask(params) == {"hypernetwork": True, "dense": {"kernel": True}}
+    masked = optim.decay_mask(params, exclude=("hypernetwork",))
+    assert masked == {"hypernetwork": False, "dense": {"kernel": True}}

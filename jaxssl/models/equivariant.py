@@ -41,10 +41,16 @@ class SIEModel(nn.Module):
     equi_dim: int
     equi_width: int  # the equivariant projector's output width
     latent_dim: int  # the width of the relative transformation
+    # Residual form: W(t) = I + sum_k (t - t_0)_k A_k, t_0 the identity transformation, so
+    # the predictor starts near the identity and maps "no transformation" to it exactly.
+    residual: bool = False
+    identity: tuple[float, ...] = ()  # t_0, the relative transformation of identical views
+    init_scale: float = 1.0
 
     def setup(self):
-        # torch.nn.Linear(K, De * De, bias=False)'s init: U(-1/sqrt(K), 1/sqrt(K)).
-        bound = 1.0 / self.latent_dim**0.5
+        # torch.nn.Linear(K, De * De, bias=False)'s init: U(-1/sqrt(K), 1/sqrt(K)), times
+        # init_scale (0 starts the residual form at the identity map).
+        bound = 1.0 / self.latent_dim**0.5 * self.init_scale
         self.hypernetwork = self.param(
             "hypernetwork",
             lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -bound, bound),
@@ -60,8 +66,12 @@ class SIEModel(nn.Module):
     def predict(self, equi: jax.Array, transform: jax.Array) -> jax.Array:
         """``[B, De]`` equivariant projections of view 1, ``[B, K]`` relative transformations
         -> ``[B, De]`` predicted projections of view 2."""
-        mapped = jnp.einsum("koi,bi->bko", self.hypernetwork, equi.astype(jnp.float32))
-        return jnp.einsum("bk,bko->bo", transform.astype(jnp.float32), mapped)
+        equi, transform = equi.astype(jnp.float32), transform.astype(jnp.float32)
+        mapped = jnp.einsum("koi,bi->bko", self.hypernetwork, equi)
+        if not self.residual:
+            return jnp.einsum("bk,bko->bo", transform, mapped)
+        delta = transform - jnp.asarray(self.identity, jnp.float32)
+        return equi + jnp.einsum("bk,bko->bo", delta, mapped)
 
     def embed(self, images: jax.Array) -> jax.Array:
         """Backbone features in inference mode, ``[B, D]``."""
@@ -116,7 +126,17 @@ def build_model(config: ml_collections.ConfigDict) -> SIEModel:
         equi_dim=equi_dim,
         equi_width=projector_equi.output_dim,
         latent_dim=transform_dim(config.method.transform_parts),
+        residual=config.method.get("residual_predictor", False),
+        init_scale=config.method.get("hypernetwork_init_scale", 1.0),
+        identity=tuple(identity_transform(config.method.transform_parts)),
     )
+
+
+def identity_transform(parts) -> list[float]:
+    """The relative transformation of two identical views, restricted to ``parts``: cos 1,
+    everything else 0."""
+    full = [1.0] + [0.0] * (sum(map(len, color.RELATIVE_GROUPS.values())) - 1)
+    return [full[i] for i in transform_columns(parts)]
 
 
 def transform_dim(parts) -> int:
