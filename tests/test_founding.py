@@ -1,6 +1,8 @@
 """The founding papers' ideas: SimCLR with few negatives and noise-only views (Bordes et al.
 2023), the last block's width (expand or narrow), the contrastive / non-contrastive duality."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +14,7 @@ from jaxssl.configs import simclr_cifar10
 from jaxssl.data import color
 from jaxssl.losses import contrastive
 from jaxssl.models import resnet, ssl_model
+from tools import plot_grid
 
 # --- SimCLR with a random subset of negatives ---
 
@@ -301,3 +304,30 @@ def test_simclr_abs_treats_opposite_negatives_like_identical_ones():
     assert loss(opposite, "cosine") < loss(orthogonal, "cosine")  # NT-Xent: opposite is best
     assert loss(orthogonal, "abs") < loss(opposite, "abs")  # abs: orthogonal is best
     assert loss(orthogonal, "square") < loss(opposite, "square")
+
+
+def _evaluated_run(root, method, batch, dim, knn):
+    workdir = root / f"{method}_b{batch}_d{dim}"
+    (workdir / "eval").mkdir(parents=True)
+    config = {"method": {"name": method}, "train": {"batch_size": batch}}
+    config["model"] = {"projector_dim": dim}
+    (workdir / "config.json").write_text(json.dumps(config))
+    (workdir / "eval" / "7.json").write_text(json.dumps({"metrics": {"knn/top1_k200": 0.1}}))
+    (workdir / "eval" / "12.json").write_text(json.dumps({"metrics": {"knn/top1_k200": knn}}))
+    return str(workdir)
+
+
+def test_plot_grid_reads_each_runs_newest_evaluation(tmp_path):
+    runs = [
+        _evaluated_run(tmp_path, "vicreg", 64, 128, 0.4),
+        _evaluated_run(tmp_path, "vicreg", 64, 1024, 0.47),
+        _evaluated_run(tmp_path, "simclr", 256, 128, 0.44),
+    ]
+    assert plot_grid.read_run(runs[1], "knn/top1_k200") == ("vicreg", 64, 1024, 0.47)
+    out = tmp_path / "grid.png"
+    plot_grid.main([*runs, "--out", str(out)])
+    assert out.stat().st_size > 1000
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "config.json").write_text("{}")
+    with pytest.raises(SystemExit, match="jaxssl eval"):
+        plot_grid.read_run(str(tmp_path / "bare"), "knn/top1_k200")
