@@ -119,6 +119,8 @@ def test_sie_loss_matches_numpy_and_rewards_the_right_prediction():
     args = dict(sim_coeff=10.0, equi_factor=4.5, std_coeff=10.0, cov_coeff=1.0)
     loss, terms = redundancy.sie_loss(i1, i2, e1, e2, p, **args)
     np.testing.assert_allclose(loss, _numpy_sie(i1, i2, e1, e2, p, 10, 4.5, 10, 1), rtol=1e-5)
+    no_var, _ = redundancy.sie_loss(i1, i2, e1, e2, p, prediction_variance=False, **args)
+    np.testing.assert_allclose(no_var, loss - 10.0 * terms["prediction_variance"], rtol=1e-5)
     exact, exact_terms = redundancy.sie_loss(i1, i2, e1, e2, e2, **args)
     assert float(exact_terms["equivariance"]) == 0.0 and float(exact) < float(loss)
     assert set(terms) == {

@@ -69,6 +69,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.method.residual_predictor = False
     config.method.hypernetwork_init_scale = 1.0
     config.optim.exclude_from_adaptation = ()
+    # The variance hinge on the prediction too (the reference's SIE; False: its SIENoVar).
+    config.method.prediction_variance = True
 
     if preset == "cpu":
         base.apply_cpu_budget(config, image_size=16, epochs=6.0, minutes=26.0)

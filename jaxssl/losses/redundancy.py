@@ -224,6 +224,7 @@ def sie_loss(
     std_coeff: float = 10.0,
     cov_coeff: float = 1.0,
     eps: float = 1e-4,
+    prediction_variance: bool = True,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     r"""SIE: split invariant-equivariant VICReg (Garrido, Najman & LeCun 2023).
 
@@ -253,6 +254,8 @@ def sie_loss(
       std_coeff: :math:`\mu_v`.
       cov_coeff: :math:`\mu_c`.
       eps: added to the variance inside the square root.
+      prediction_variance: include the prediction's variance hinge (the reference's class
+        ``SIE``); False is its class ``SIENoVar``. The term is still reported.
 
     Returns:
       ``(loss, terms)``: unweighted ``{"invariance", "equivariance", "variance",
@@ -272,7 +275,7 @@ def sie_loss(
     }
     loss = (
         sim_coeff * (terms["invariance"] + equi_factor * terms["equivariance"])
-        + std_coeff * (terms["variance"] + terms["prediction_variance"])
+        + std_coeff * (terms["variance"] + prediction_variance * terms["prediction_variance"])
         + cov_coeff * terms["covariance"]
     )
     return loss, terms

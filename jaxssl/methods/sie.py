@@ -64,7 +64,7 @@ def loss_fn(
         parameters ``[B, 2, 11]`` (``data.view_transforms``).
       method_state: SIE has none; returned as is.
       config: ``config.method`` (``sim_coeff``, ``equi_factor``, ``std_coeff``,
-        ``cov_coeff``, ``transform_parts``).
+        ``cov_coeff``, ``transform_parts``, ``prediction_variance``).
       rng: unused.
       step: unused.
 
@@ -91,6 +91,7 @@ def loss_fn(
         equi_factor=config.equi_factor,
         std_coeff=config.std_coeff,
         cov_coeff=config.cov_coeff,
+        prediction_variance=config.get("prediction_variance", True),
     )
     metrics = {f"train/sie_{name}": jax.lax.stop_gradient(t) for name, t in terms.items()}
     metrics["train/sie_identity_equivariance"] = jax.lax.stop_gradient(
