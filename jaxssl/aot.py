@@ -56,7 +56,8 @@ def abstract_batch(config: ml_collections.ConfigDict, batch_size: int, mesh) -> 
 
     Returns:
       ``{"global": [B, V, S, S, 3], "label": [B], "index": [B]}`` and, with multi-crop,
-      ``"local": [B, L, s, s, 3]``: uint8 crops, as every input pipeline ships them.
+      ``"local": [B, L, s, s, 3]``: uint8 crops, as every input pipeline ships them; with
+      ``data.crop_boxes`` each group's float32 crop boxes ``"global_box"`` ``[B, V, 5]``.
     """
     import jax  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
@@ -76,6 +77,10 @@ def abstract_batch(config: ml_collections.ConfigDict, batch_size: int, mesh) -> 
     if data.local_views > 0:
         local = (batch_size, data.local_views, data.local_image_size, data.local_image_size, 3)
         images["local"] = array(local, np.uint8)
+    if data.get("crop_boxes", False):  # VICRegL's locations, SIE's transformations
+        for group in images.copy():
+            views = images[group].shape[1]
+            images[f"{group}_box"] = array((batch_size, views, 5), np.float32)
     return {
         **images,
         "label": array((batch_size,), np.int32),

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jaxssl import aot, sharding, topology
-from jaxssl.configs import simclr_imagenet, swav_imagenet
+from jaxssl.configs import sie_cifar10, simclr_imagenet, swav_imagenet
 from jaxssl.data import tfds as input_pipeline
 
 needs_libtpu = pytest.mark.skipif(not topology.libtpu_available(), reason=topology.INSTALL_HINT)
@@ -61,7 +61,7 @@ def test_roofline_takes_the_slower_of_compute_and_memory_plus_collectives():
     np.testing.assert_allclose(seconds["step"], 2.0 + 25 / 164e9)
 
 
-@pytest.mark.parametrize("module", [simclr_imagenet, swav_imagenet])
+@pytest.mark.parametrize("module", [simclr_imagenet, swav_imagenet, sie_cifar10])
 def test_abstract_batch_matches_the_input_pipeline(module):
     config = module.get_config("smoke")
     mesh = sharding.make_mesh(config.mesh)
