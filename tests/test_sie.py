@@ -1,6 +1,7 @@
 """SIE (Garrido, Najman & LeCun 2023): the rotation op, the recorded view parameters, the
 relative transformation, the loss, the hypernetwork predictor and the equivariance evaluator."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -132,11 +133,25 @@ def test_sie_loss_matches_numpy_and_rewards_the_right_prediction():
     }
 
 
+class _Flat(nn.Module):
+    """A stand-in backbone: images -> 32 features (the smoke ResNet's width), cheap to init."""
+
+    @nn.compact
+    def __call__(self, images, train=True):
+        del train
+        return nn.Dense(32)(images.reshape(images.shape[0], -1))
+
+
+def _small_sie(config, **changes):
+    model = equivariant.build_model(config)  # the real widths, then a cheap backbone
+    return model.clone(backbone=_Flat(), **changes)
+
+
 def test_hypernetwork_predictor_is_the_linear_map_of_the_transformation():
     config = sie_cifar10.get_config("smoke")
-    model = equivariant.build_model(config)
+    model = _small_sie(config)
     assert model.projector_inv.output_dim == 8 and model.projector_equi.output_dim == 8
-    images = jnp.zeros((2, 32, 32, 3))
+    images = jnp.zeros((2, 4, 4, 3))
     variables = model.init(jax.random.key(0), images, train=True)
     hyper = np.asarray(variables["params"]["hypernetwork"])  # [K, De, De]
     assert hyper.shape == (12, 8, 8)
@@ -152,6 +167,22 @@ def test_hypernetwork_predictor_is_the_linear_map_of_the_transformation():
         equivariant.build_model(config)
 
 
+def test_residual_predictor_is_the_identity_at_no_transformation():
+    config = sie_cifar10.get_config("smoke")
+    config.method.residual_predictor = True
+    config.method.transform_parts = ("rotation", "color")
+    model = _small_sie(config)
+    assert model.identity == (1.0, 0.0, 0, 0, 0, 0, 0)
+    variables = model.init(jax.random.key(0), jnp.zeros((2, 4, 4, 3)), train=True)
+    x = np.random.default_rng(0).normal(size=(3, 8))
+    same = np.tile(np.asarray(model.identity, np.float32), (3, 1))
+    got = model.apply({"params": variables["params"]}, x, same, method=model.predict)
+    np.testing.assert_allclose(got, x, rtol=1e-5, atol=1e-6)
+    moved = model.apply({"params": variables["params"]}, x, same + 0.5, method=model.predict)
+    assert np.abs(np.asarray(moved) - x).max() > 1e-3  # A is not zero at the default init
+
+
+@pytest.mark.slow  # a jitted loss and gradients of the smoke model (~40 s)
 def test_sie_loss_fn_needs_transforms():
     config, mesh, state, loss, grads, _ = helpers.method_loss_and_grads("sie", 1)
     assert np.isfinite(loss) and float(np.abs(grads["hypernetwork"]).max()) > 0
@@ -186,19 +217,6 @@ def test_smoke_run_and_equivariance_evaluation(tmp_path):
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
     for name in ("linear_invariant", "linear_equivariant", "r2_equivariant_rotation"):
         assert f"| equivariance | {name} |" in evaluation.stdout, evaluation.stdout
-
-
-def test_residual_predictor_is_the_identity_at_no_transformation():
-    config = sie_cifar10.get_config("smoke")
-    config.method.residual_predictor = True
-    config.method.transform_parts = ("rotation", "color")
-    model = equivariant.build_model(config)
-    assert model.identity == (1.0, 0.0, 0, 0, 0, 0, 0)
-    variables = model.init(jax.random.key(0), jnp.zeros((2, 32, 32, 3)), train=True)
-    x = np.random.default_rng(0).normal(size=(3, 8))
-    same = np.tile(np.asarray(model.identity, np.float32), (3, 1))
-    got = model.apply({"params": variables["params"]}, x, same, method=model.predict)
-    np.testing.assert_allclose(got, x, rtol=1e-5, atol=1e-6)
 
 
 def test_exclude_from_adaptation_masks_the_hypernetwork():
