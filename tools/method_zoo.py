@@ -39,6 +39,7 @@ METHODS = (
     ("barlow_twins", "barlow_twins_cifar10.py", "92.1% linear (solo-learn, 1000 ep.)"),
     ("vicreg", "vicreg_cifar10.py", "92.1% linear (solo-learn, 1000 ep.)"),
     ("vicregl", "vicregl_cifar10.py", "no CIFAR-10 figure published"),
+    ("sie", "sie_cifar10.py", "no CIFAR-10 figure published (paper: 3DIEBench)"),
     ("wmse", "wmse_cifar10.py", "88.7% linear (solo-learn, 1000 ep.)"),
     ("swav", "swav_cifar10.py", "89.2% linear (solo-learn, 1000 ep.)"),
     ("dino", "dino_cifar10.py", "89.5% linear (solo-learn, 1000 ep.)"),
