@@ -66,6 +66,8 @@ def test_layer_statistics_match_numpy():
     trust = layers.lars_trust_ratios(updates, params, trust_coefficient=0.5, weight_decay=1.0)
     assert set(trust) == {"dense/kernel"}  # biases are not adapted
     np.testing.assert_allclose(trust["dense/kernel"], 0.5 * 2.0 / 2.02, rtol=1e-6)
+    excluded = layers.lars_trust_ratios(updates, params, 0.5, 1.0, exclude=("dense",))
+    assert excluded == {}  # optim.exclude_from_adaptation: not adapted either
     np.testing.assert_allclose(layers.relative_distance(params, params), 0.0)
     scaled = jax.tree.map(lambda x: 1.5 * x, params)
     np.testing.assert_allclose(layers.relative_distance(scaled, params), 0.5, rtol=1e-6)

@@ -232,7 +232,11 @@ def make_measure_fn(
             per_layer.update({f"{group}/{path}": value for path, value in values.items()})
         if config.optim.name == "lars":
             ratios = layers.lars_trust_ratios(
-                grads, state.params, config.optim.trust_coefficient, config.optim.weight_decay
+                grads,
+                state.params,
+                config.optim.trust_coefficient,
+                config.optim.weight_decay,
+                tuple(config.optim.get("exclude_from_adaptation", ())),
             )
             per_layer.update({f"trust_ratio/{path}": value for path, value in ratios.items()})
         if isinstance(state.method_state, dict) and "target" in state.method_state:

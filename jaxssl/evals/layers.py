@@ -49,7 +49,11 @@ def update_ratios(updates: Any, params: Any) -> dict[str, jax.Array]:
 
 
 def lars_trust_ratios(
-    grads: Any, params: Any, trust_coefficient: float, weight_decay: float
+    grads: Any,
+    params: Any,
+    trust_coefficient: float,
+    weight_decay: float,
+    exclude: tuple[str, ...] = (),
 ) -> dict[str, jax.Array]:
     """LARS's trust ratio ``eta |w| / |g + wd w|`` of the leaves it adapts (`optim.decay_mask`).
 
@@ -60,6 +64,7 @@ def lars_trust_ratios(
       params: the parameters.
       trust_coefficient: ``eta``, ``config.optim.trust_coefficient``.
       weight_decay: ``config.optim.weight_decay`` (added before the ratio, as optax.lars).
+      exclude: ``config.optim.exclude_from_adaptation``, parameters LARS does not adapt.
 
     Returns:
       ``{path: ratio}`` of the masked leaves only (kernels; no biases or norms).
@@ -68,7 +73,7 @@ def lars_trust_ratios(
       You, Gitman, Ginsburg, Large Batch Training of Convolutional Networks, 2017, Eq. 6.
       https://arxiv.org/abs/1708.03888
     """
-    mask = named_leaves(optim.decay_mask(params))
+    mask = named_leaves(optim.decay_mask(params, exclude))
     weights, grads = named_leaves(params), named_leaves(grads)
     ratios = {}
     for path, adapted in mask.items():
