@@ -503,6 +503,15 @@ RELATIVE_GROUPS = {
 }
 
 
+def relative_group_slices() -> dict[str, slice]:
+    """Where each group of `RELATIVE_GROUPS` lies among `relative_transform`'s columns."""
+    slices, start = {}, 0
+    for group, names in RELATIVE_GROUPS.items():
+        slices[group] = slice(start, start + len(names))
+        start += len(names)
+    return slices
+
+
 def view_transforms(key: jax.Array, boxes: jax.Array, data_config: Mapping[str, Any]) -> jax.Array:
     """The parameters `augment_views` drew for each view, from the same key: ``[B, V, 11]``.
 

@@ -30,6 +30,7 @@ import optax
 
 from jaxssl.data import color
 from jaxssl.evals import features, linear
+from jaxssl.models import equivariant
 
 
 class _Regressor(nn.Module):
@@ -123,13 +124,8 @@ def regression_r2(
 def _parts(width: int, equi_dim: int) -> dict[str, slice]:
     if not equi_dim:
         return {"full": slice(0, width)}
-    if not 0 < equi_dim < width:
-        raise ValueError(f"evals.equivariance.equi_dim must be in (0, {width}), got {equi_dim}.")
-    return {
-        "invariant": slice(0, width - equi_dim),
-        "equivariant": slice(width - equi_dim, width),
-        "full": slice(0, width),
-    }
+    invariant, equivariant_ = equivariant.part_slices(width, equi_dim)
+    return {"invariant": invariant, "equivariant": equivariant_, "full": slice(0, width)}
 
 
 def run(context: features.Context) -> features.Result:
@@ -174,10 +170,8 @@ def run(context: features.Context) -> features.Result:
             column: (None if np.isnan(value) else float(value))
             for column, value in zip(names, r2, strict=True)
         }
-        start = 0
-        for group, columns in color.RELATIVE_GROUPS.items():
-            values = r2[start : start + len(columns)]
-            start += len(columns)
+        for group, columns in color.relative_group_slices().items():
+            values = r2[columns]
             if not np.all(np.isnan(values)):
                 metrics[f"equivariance/r2_{name}_{group}"] = float(np.nanmean(values))
     description = (

@@ -78,13 +78,21 @@ class SIEModel(nn.Module):
         return self.backbone(images, train=False)
 
 
+def part_slices(width: int, equi_dim: int) -> tuple[slice, slice]:
+    """``(invariant, equivariant)`` column slices of ``width``-d features: the last
+    ``equi_dim`` dimensions are the equivariant part (the reference's
+    ``x_emb[..., inv_repr_size:]``)."""
+    if not 0 < equi_dim < width:
+        raise ValueError(
+            f"method.equi_dim must be in (0, {width}) for {width}-d features, got {equi_dim}."
+        )
+    return slice(0, width - equi_dim), slice(width - equi_dim, width)
+
+
 def split_features(features: jax.Array, equi_dim: int) -> tuple[jax.Array, jax.Array]:
-    """``(invariant, equivariant)`` parts of ``[..., D]`` features: the last ``equi_dim``
-    dimensions are the equivariant part (the reference's ``x_emb[..., inv_repr_size:]``)."""
-    d = features.shape[-1]
-    if not 0 < equi_dim < d:
-        raise ValueError(f"method.equi_dim must be in (0, {d}) for {d}-d features, got {equi_dim}.")
-    return features[..., : d - equi_dim], features[..., d - equi_dim :]
+    """``(invariant, equivariant)`` parts of ``[..., D]`` features (`part_slices`)."""
+    inv, equi = part_slices(features.shape[-1], equi_dim)
+    return features[..., inv], features[..., equi]
 
 
 def feature_dim(model_config: ml_collections.ConfigDict) -> int:
@@ -104,11 +112,7 @@ def build_model(config: ml_collections.ConfigDict) -> SIEModel:
     backbone = ssl_model.make_backbone(model_config)
     width = feature_dim(model_config)
     equi_dim = config.method.equi_dim
-    if not 0 < equi_dim < width:
-        raise ValueError(
-            f"method.equi_dim must be in (0, {width}) for the backbone's {width}-d features, "
-            f"got {equi_dim}."
-        )
+    part_slices(width, equi_dim)  # raises for an equi_dim the features cannot split at
 
     def projector(share):
         return ssl_model.make_head(
@@ -153,9 +157,8 @@ def transform_columns(parts) -> list[int]:
             f"method.transform_parts must be a non-empty subset of "
             f"{tuple(color.RELATIVE_GROUPS)}, got {tuple(parts)}."
         )
-    columns, start = [], 0
-    for group, names in color.RELATIVE_GROUPS.items():
+    columns = []
+    for group, where in color.relative_group_slices().items():
         if group in parts:
-            columns += range(start, start + len(names))
-        start += len(names)
+            columns += range(where.start, where.stop)
     return columns
