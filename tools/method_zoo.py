@@ -52,6 +52,9 @@ METHODS = (
     ("emp_ssl", "emp_ssl_cifar10.py", "85.1% linear (EMP-SSL paper, 1 ep. x 200 patches)"),
     ("dcl", "dcl_cifar10.py", "68.2% linear on ImageNet-1K (DCL paper, batch 256, 200 ep.)"),
     ("supcon", "supcon_cifar10.py", "96.0% (SupCon paper, labels, ResNet-50)"),
+    ("rotnet", "rotnet_cifar10.py", "89.1% non-linear on NIN block 2 (RotNet paper, 100 ep.)"),
+    ("jigsaw", "jigsaw_cifar10.py", "no CIFAR-10 figure published (paper: ImageNet)"),
+    ("npid", "npid_cifar10.py", "no CIFAR-10 figure checked"),
 )
 
 # Every row's whole command (start-up, compilation, training, final kNN) must fit this.

@@ -210,8 +210,15 @@ def get_base_config() -> ml_collections.ConfigDict:
             batch_size=1000,  # also the feature-extraction batch of `jaxssl eval`
             ks=(10, 20, 100, 200),  # `jaxssl eval` reports all of them ...
             majority=True,  # ... and the unweighted majority vote too
+            # Few-shot kNN (e.g. (1, 5, 10, 25)): n labelled images per class as the memory,
+            # k = min(k, n x classes); one draw per evals.label_subset_seeds. (): off.
+            shots_per_class=(),
         )
     )
+    # The draws of the low-label protocols (few-shot kNN, linear probe on a label fraction):
+    # class-balanced subsets fixed by a hash of the example's position and the seed
+    # (jaxssl/evals/subsets.py); results are the mean and std over these seeds.
+    config.evals.label_subset_seeds = (0, 1, 2)
     # Bag-of-features embedding (EMP-SSL's evaluation): num > 0 embeds every evaluated image
     # as the mean backbone feature of `num` random resized crops of `size` px (area in
     # `scale`, aspect in `ratio`), the same crops for every checkpoint (keyed by `seed`).
@@ -232,6 +239,9 @@ def get_base_config() -> ml_collections.ConfigDict:
             max_steps=1000,  # full-batch L-BFGS iterations per fit, at most ...
             tolerance=1e-4,  # ... stopping once the gradient norm is below this
             flip=False,  # add features of horizontally flipped train images as examples
+            # Also the probe on a class-balanced fraction of the labels only (e.g. (0.01, 0.1)),
+            # its weight decay chosen on the subset's held-out end. (): off.
+            label_fractions=(),
         )
     )
     config.evals.spectral = ml_collections.ConfigDict(

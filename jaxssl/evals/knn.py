@@ -14,9 +14,10 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxssl import sharding
-from jaxssl.evals import features
+from jaxssl.evals import features, subsets
 from jaxssl.losses import normalize
 
 
@@ -250,4 +251,52 @@ def run(context: features.Context) -> features.Result:
             f"; features: mean over {patches.num} crops of {patches.size} px per image "
             f"(area {tuple(patches.scale)}, aspect {tuple(patches.ratio)}; bag of features)"
         )
-    return features.Result(metrics, description, {"ks": list(ks)})
+    details = {"ks": list(ks)}
+    if config.get("shots_per_class", ()):
+        few_shot, few_shot_details = run_few_shot(context)
+        metrics |= few_shot
+        details["few_shot"] = few_shot_details
+        description += "; " + few_shot_details["protocol"]
+    return features.Result(metrics, description, details)
+
+
+def run_few_shot(context: features.Context) -> tuple[dict[str, float], dict]:
+    """Few-shot kNN: the memory bank is ``n`` labelled images per class of the train split
+    (``evals.knn.shots_per_class``), drawn for each of ``evals.label_subset_seeds``
+    (`jaxssl.evals.subsets`); the queries are the whole test split; ``k = min(evals.knn.k,
+    n * classes)``, weighted vote at ``evals.knn.temperature``.
+
+    Returns:
+      ``({"knn/top1_shot<n>": mean, "knn/top1_shot<n>_std": std over seeds}, details)`` with
+      the per-seed accuracies and the protocol in the details.
+    """
+    config, data = context.config.evals.knn, context.config.data
+    seeds = tuple(context.config.evals.label_subset_seeds)
+    labels, rows = subsets.host_labels(context.train, context.mesh)
+    test = (context.test.features["backbone"], context.test.labels, context.test.mask)
+    metrics, per_seed = {}, {}
+    for shots in config.shots_per_class:
+        k = min(config.k, shots * len(np.unique(labels)))
+        accuracies = []
+        for seed in seeds:
+            chosen = rows[subsets.balanced_subset(labels, subsets.shot_quotas(labels, shots), seed)]
+            result = evaluate_features(
+                subsets.select(context.train, chosen),
+                test,
+                context.mesh,
+                ks=(k,),
+                temperature=config.temperature,
+                num_classes=data.num_classes,
+            )
+            accuracies.append(result[f"knn/top1_k{k}"])
+        mean, std = subsets.mean_and_std(accuracies)
+        metrics[f"knn/top1_shot{shots}"] = mean
+        metrics[f"knn/top1_shot{shots}_std"] = std
+        per_seed[str(shots)] = {"k": k, "top1": accuracies}
+    protocol_text = (
+        f"few-shot kNN: {','.join(str(n) for n in config.shots_per_class)} labelled images per "
+        f"class of {data.eval_train_split} as memory (class-balanced, seeds "
+        f"{','.join(str(s) for s in seeds)}; mean and std over seeds), k=min({config.k}, "
+        f"shots x classes), T={config.temperature:g}, queries={data.eval_test_split}"
+    )
+    return metrics, {"protocol": protocol_text, "seeds": list(seeds), "per_seed": per_seed}

@@ -31,7 +31,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from jaxssl.evals import features
+from jaxssl.evals import features, subsets
 
 # Whitening shrinkage: eigenvalues below this fraction of the largest are not fully inflated,
 # which bounds the condition number of the fit at ~1/_SHRINKAGE.
@@ -390,4 +390,64 @@ def run(context: features.Context) -> features.Result:
     description = protocol(
         weight_decays, config.holdout_fraction, config.max_steps, *splits, config.flip
     )
-    return features.Result(metrics, description, {})
+    details = {}
+    if config.get("label_fractions", ()):
+        low_label, details["label_fractions"] = run_label_fractions(context, weight_decays)
+        metrics |= low_label
+        description += "; " + details["label_fractions"]["protocol"]
+    return features.Result(metrics, description, details)
+
+
+def run_label_fractions(
+    context: features.Context, weight_decays: Sequence[float]
+) -> tuple[dict[str, float], dict]:
+    """The linear probe on a class-balanced fraction of the train split's labels.
+
+    For each fraction of ``evals.linear.label_fractions`` and seed of
+    ``evals.label_subset_seeds``, `jaxssl.evals.subsets` draws ``round(fraction * n_c)``
+    images of each class ``c``; the probe's whole protocol (`linear_probe`) runs on them
+    alone: the weight decay is chosen on the subset's last ``holdout_fraction`` (the only
+    labels such a user has), then refit on the subset and scored on the whole test split.
+
+    Returns:
+      ``({"linear/top1_frac<f>": mean, "linear/top1_frac<f>_std": std over seeds}, details)``
+      with the per-seed accuracies, subset sizes and chosen weight decays in the details.
+    """
+    config, data = context.config.evals.linear, context.config.data
+    seeds = tuple(context.config.evals.label_subset_seeds)
+    labels, rows = subsets.host_labels(context.train, context.mesh)
+    test = (context.test.features["backbone"], context.test.labels, context.test.mask)
+    metrics, per_fraction = {}, {}
+    for fraction in config.label_fractions:
+        results = []
+        for seed in seeds:
+            quotas = subsets.fraction_quotas(labels, fraction)
+            chosen = rows[subsets.balanced_subset(labels, quotas, seed)]
+            results.append(
+                linear_probe(
+                    subsets.select(context.train, chosen),
+                    test,
+                    weight_decays=weight_decays,
+                    holdout_fraction=config.holdout_fraction,
+                    num_classes=data.num_classes,
+                    max_steps=config.max_steps,
+                    tolerance=config.tolerance,
+                )
+                | {"size": len(chosen)}
+            )
+        top1 = [r["linear/top1"] for r in results]
+        mean, std = subsets.mean_and_std(top1)
+        metrics[f"linear/top1_frac{fraction:g}"] = mean
+        metrics[f"linear/top1_frac{fraction:g}_std"] = std
+        per_fraction[f"{fraction:g}"] = {
+            "top1": top1,
+            "size": [r["size"] for r in results],
+            "weight_decay": [r["linear/weight_decay"] for r in results],
+        }
+    protocol_text = (
+        f"low-label linear probe: {','.join(f'{f:g}' for f in config.label_fractions)} of the "
+        f"labels of {data.eval_train_split} (class-balanced, seeds "
+        f"{','.join(str(s) for s in seeds)}; mean and std over seeds), wd chosen on the "
+        f"subset's last {config.holdout_fraction:.0%}, scored on {data.eval_test_split}"
+    )
+    return metrics, {"protocol": protocol_text, "seeds": list(seeds), "per_fraction": per_fraction}

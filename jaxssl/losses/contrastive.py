@@ -457,3 +457,35 @@ def nnclr_loss(neighbours: jax.Array, predictions: jax.Array, temperature: float
     logits = normalize.l2_normalize(neighbours) @ normalize.l2_normalize(predictions).T
     logits = logits / temperature  # [N, N]
     return jnp.mean(jax.nn.logsumexp(logits, axis=1) - jnp.diagonal(logits))
+
+
+def instance_discrimination(
+    z: jax.Array, bank: jax.Array, index: jax.Array, temperature: float = 0.07
+) -> jax.Array:
+    r"""NPID's non-parametric softmax: each embedding classifies its own example among every
+    example of the training set, whose memory-bank rows are the class weights.
+
+    .. math::
+      \mathcal{L} = -\frac{1}{B} \sum_i \log
+        \frac{\exp(v_{y_i}^\top z_i / \tau)}{\sum_{j=1}^{N} \exp(v_j^\top z_i / \tau)}
+
+    with ``z`` and the bank rows ``v`` L2-normalized and ``y_i`` the example's index in the
+    split. This is the full softmax of NPID's code (its ``LinearAverage`` + cross-entropy,
+    used when ``nce_k = 0``), not its NCE approximation; the bank's row of the example itself
+    is its stale embedding from the last visit, as in the reference (the row is updated after
+    the loss). The bank gets no gradient.
+
+    Args:
+      z: ``[B, D]`` embeddings of the global batch (normalized here).
+      bank: ``[N, D]`` memory bank, unit rows.
+      index: ``[B]`` int32 row of each example in the bank.
+      temperature: ``tau`` (NPID: 0.07 on ImageNet, 0.1 in its CIFAR script).
+
+    References:
+      Wu, Xiong, Yu & Lin, Unsupervised Feature Learning via Non-Parametric Instance
+      Discrimination, CVPR 2018. https://arxiv.org/abs/1805.01978
+    """
+    z = normalize.l2_normalize(z)
+    logits = z @ jax.lax.stop_gradient(bank).T / temperature  # [B, N]
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.mean(jnp.take_along_axis(log_probs, index[:, None], axis=-1))

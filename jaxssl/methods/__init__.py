@@ -13,12 +13,15 @@ from jaxssl.methods import (
     dino,
     emp_ssl,
     ijepa,
+    jigsaw,
     lejepa,
     mae,
     mmcr,
     mocov2,
     mocov3,
     nnclr,
+    npid,
+    rotnet,
     sie,
     simclr,
     simsiam,
@@ -59,6 +62,10 @@ METHODS: dict[str, Method] = {
     "ijepa": ijepa.METHOD,
     "tico": tico.METHOD,
     "mmcr": mmcr.METHOD,
+    # The classic pretext tasks (issue: before joint embeddings).
+    "rotnet": rotnet.METHOD,
+    "jigsaw": jigsaw.METHOD,
+    "npid": npid.METHOD,
 }
 
 
