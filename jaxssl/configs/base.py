@@ -244,6 +244,22 @@ def get_base_config() -> ml_collections.ConfigDict:
             label_fractions=(),
         )
     )
+    # Fine-tuning (jaxssl/evals/finetune.py, evaluator "finetune"; not in the default
+    # evals.run, it trains): backbone + linear head on each fraction of the labels (the first
+    # num_seeds of evals.label_subset_seeds), lr chosen from `lrs` on the subset's held-out
+    # part; `steps` steps of batch_size images, whatever the subset's size.
+    config.evals.finetune = ml_collections.ConfigDict(
+        dict(
+            label_fractions=(0.01, 0.1, 1.0),
+            num_seeds=1,
+            lrs=(0.02, 0.1),
+            steps=300,
+            batch_size=128,
+            weight_decay=5e-4,
+            holdout_fraction=0.1,
+            seed=0,
+        )
+    )
     config.evals.spectral = ml_collections.ConfigDict(
         dict(
             num_embeddings=25_600,  # RankMe and the covariance spectrum: first N train rows

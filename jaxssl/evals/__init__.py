@@ -11,6 +11,8 @@ its protocol in words and JSON details. Each jits its own small functions.
 * ``rankme``: RankMe of the backbone features alone (logged by training beside kNN);
 * ``equivariance``: linear probes and transformation regression per part of the features
   (SIE's invariant and equivariant parts);
+* ``finetune``: backbone + linear head trained on label fractions (1% / 10% / 100%), lr
+  chosen on the subset's held-out part;
 * ``plots``: PNGs of training curves, spectrum, 2-D projection and nearest-neighbour retrieval.
 """
 
@@ -20,7 +22,7 @@ from collections.abc import Callable, Sequence
 from absl import logging
 
 from jaxssl import errors
-from jaxssl.evals import equivariance, features, knn, linear, plots, spectral
+from jaxssl.evals import equivariance, features, finetune, knn, linear, plots, spectral
 
 Evaluator = Callable[[features.Context], features.Result]
 
@@ -31,6 +33,7 @@ EVALUATORS: dict[str, Evaluator] = {
     "rankme": spectral.run_rankme,
     "plots": plots.run,
     "equivariance": equivariance.run,
+    "finetune": finetune.run,
 }
 
 
