@@ -154,3 +154,54 @@ def shuffle_tiles(tiles: jax.Array, permutations: jax.Array, labels: jax.Array) 
     """
     order = permutations[labels]  # [N, T]
     return jnp.take_along_axis(tiles, order.reshape(order.shape + (1,) * (tiles.ndim - 2)), axis=1)
+
+
+def drop_pixels(key: jax.Array, images: jax.Array, rate: float) -> tuple[jax.Array, jax.Array]:
+    """Vincent et al.'s masking noise: each pixel (all its channels) set to 0 with probability
+    ``rate``, independently.
+
+    Args:
+      key: the draw.
+      images: ``[N, H, W, C]`` normalized images (0 is the dataset's mean colour).
+      rate: the fraction of pixels dropped.
+
+    Returns:
+      ``(corrupted [N, H, W, C], dropped [N, H, W] float 0/1)``.
+    """
+    dropped = jax.random.bernoulli(key, rate, images.shape[:3])
+    return jnp.where(dropped[..., None], 0.0, images), dropped.astype(jnp.float32)
+
+
+def drop_block(
+    key: jax.Array | None, images: jax.Array, fraction: float
+) -> tuple[jax.Array, jax.Array]:
+    """The context encoder's corruption: a square of side ``round(fraction * S)`` set to 0 (the
+    dataset's mean colour, as Pathak et al. fill it), in the centre (``key`` None) or at a
+    position uniform per image.
+
+    Args:
+      key: the draw of the positions; None: the central square.
+      images: ``[N, S, S, C]`` normalized images.
+      fraction: the square's side over the image's (Pathak et al.: 1/2, a quarter of the area).
+
+    Returns:
+      ``(corrupted [N, S, S, C], region [N, S, S] float 0/1)``.
+    """
+    n, height, width = images.shape[:3]
+    side = max(1, round(fraction * min(height, width)))
+    if key is None:
+        top = jnp.full((n,), (height - side) // 2)
+        left = jnp.full((n,), (width - side) // 2)
+    else:
+        top_key, left_key = jax.random.split(key)
+        top = jax.random.randint(top_key, (n,), 0, height - side + 1)
+        left = jax.random.randint(left_key, (n,), 0, width - side + 1)
+    rows = jnp.arange(height)[None, :, None]
+    cols = jnp.arange(width)[None, None, :]
+    region = (
+        (rows >= top[:, None, None])
+        & (rows < top[:, None, None] + side)
+        & (cols >= left[:, None, None])
+        & (cols < left[:, None, None] + side)
+    )  # [N, S, S]
+    return jnp.where(region[..., None], 0.0, images), region.astype(jnp.float32)

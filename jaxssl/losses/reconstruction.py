@@ -81,3 +81,21 @@ def masked_feature_regression(
     weights = valid.astype(jnp.float32)[..., None]  # [..., T, 1]
     count = jnp.maximum(jnp.sum(weights) * diff.shape[-1], 1.0)
     return jnp.sum(per_element * weights) / count
+
+
+def weighted_pixel_mse(predictions: jax.Array, targets: jax.Array, weights: jax.Array) -> jax.Array:
+    r"""Squared error per pixel (mean over channels), averaged with per-pixel weights over the
+    global batch: the denoising autoencoder's loss (weights 1 everywhere, or more on the
+    corrupted pixels) and the context encoder's (weights 1 on the removed region, 0 elsewhere).
+
+    .. math::
+      \mathcal{L} = \frac{\sum_{b, i, j} w_{bij} \frac{1}{C} \lVert \hat{x}_{bij} - x_{bij}
+      \rVert^2}{\sum_{b, i, j} w_{bij}}
+
+    Args:
+      predictions: ``[B, H, W, C]``.
+      targets: ``[B, H, W, C]``.
+      weights: ``[B, H, W]`` non-negative, not all zero.
+    """
+    per_pixel = jnp.mean(jnp.square(predictions - targets), axis=-1)  # [B, H, W]
+    return jnp.sum(weights * per_pixel) / jnp.sum(weights)

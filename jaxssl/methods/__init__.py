@@ -8,8 +8,10 @@ MoCo, DINO and I-JEPA), ``queue.py`` (the FIFO queue of MoCo v2, NNCLR and SwAV)
 
 from jaxssl import errors
 from jaxssl.methods import (
+    autoencoder,
     barlow_twins,
     byol,
+    colorization,
     dino,
     emp_ssl,
     ijepa,
@@ -66,6 +68,11 @@ METHODS: dict[str, Method] = {
     "rotnet": rotnet.METHOD,
     "jigsaw": jigsaw.METHOD,
     "npid": npid.METHOD,
+    # The denoising autoencoder and the context encoder: one reconstruction method,
+    # config.method.corruption = drop_pixels | center_block | random_block.
+    "dae": autoencoder.METHOD,
+    "context_encoder": autoencoder.METHOD,
+    "colorization": colorization.METHOD,
 }
 
 
