@@ -12,7 +12,7 @@ from jaxssl import methods
 from jaxssl.configs import jigsaw_cifar10, npid_cifar10
 from jaxssl.data import pretext
 from jaxssl.losses import classification, contrastive
-from jaxssl.methods import memory_bank
+from jaxssl.methods import cpc, memory_bank
 from tests import helpers
 
 
@@ -151,6 +151,7 @@ def test_npid_bank_size_must_cover_the_split_positions_with_train_classes():
         "jigsaw",
         pytest.param("rotnet", marks=pytest.mark.slow),
         pytest.param("npid", marks=pytest.mark.slow),
+        pytest.param("cpc", marks=pytest.mark.slow),
     ],
 )
 def test_pretext_losses_start_at_chance_and_move_the_backbone(name):
@@ -159,6 +160,8 @@ def test_pretext_losses_start_at_chance_and_move_the_backbone(name):
         "rotnet": np.log(4),
         "jigsaw": np.log(config.method.get("num_permutations", 1)),
         "npid": np.log(config.method.get("bank_size", 1)),
+        # every patch of the 7 x 7 grids of 32 px views is a candidate
+        "cpc": np.log(config.train.batch_size * 2 * 7 * 7),
     }[name]
     # A random net's logits are small: the loss is near that of a uniform guess.
     assert abs(float(loss) - chance) < 0.5 * chance, (loss, chance)
@@ -176,3 +179,45 @@ def test_jigsaw_embeds_whole_images_for_evaluation():
     np.testing.assert_array_equal(features, same)
     embed = jax.jit(lambda v, x: model.apply(v, x, method=model.embed))
     np.testing.assert_allclose(features, embed(variables, images), rtol=1e-6, atol=1e-6)
+
+
+def test_patch_grid_cuts_overlapping_patches():
+    images = np.random.default_rng(6).normal(size=(2, 12, 12, 3)).astype(np.float32)
+    grid = np.asarray(pretext.patch_grid(images, 6, 3))
+    assert grid.shape == (2, 3, 3, 6, 6, 3)
+    for r, c in itertools.product(range(3), range(3)):
+        np.testing.assert_array_equal(
+            grid[:, r, c], images[:, 3 * r : 3 * r + 6, 3 * c : 3 * c + 6]
+        )
+
+
+def test_cpc_context_sees_only_the_rows_above():
+    network = cpc.ContextNetwork(width=8, depth=3)
+    z = np.random.default_rng(7).normal(size=(1, 5, 5, 4)).astype(np.float32)
+    variables = network.init(jax.random.key(0), z)
+    base_out = np.asarray(network.apply(variables, z))
+    changed = z.copy()
+    changed[:, 3] += 1.0  # row 3
+    out = np.asarray(network.apply(variables, changed))
+    np.testing.assert_array_equal(out[:, :3], base_out[:, :3])  # rows above: untouched
+    assert not np.allclose(out[:, 3], base_out[:, 3])
+
+
+def test_cpc_infonce_matches_numpy():
+    rng = np.random.default_rng(8)
+    b, g, d = 2, 4, 5
+    predictions = rng.normal(size=(b, g, g, 2, d)).astype(np.float32)
+    targets = rng.normal(size=(b, g, g, d)).astype(np.float32)
+    candidates = targets.reshape(-1, d)
+    expected = []
+    for n, k in enumerate((1, 3)):
+        terms = []
+        for bb, i, j in itertools.product(range(b), range(g - k), range(g)):
+            logits = candidates @ predictions[bb, i, j, n]
+            positive = (bb * g + i + k) * g + j
+            terms.append(np.log(np.exp(logits).sum()) - logits[positive])
+        expected.append(np.mean(terms))
+    loss = jax.jit(contrastive.cpc_infonce, static_argnums=2)(predictions, targets, (1, 3))
+    np.testing.assert_allclose(loss, np.mean(expected), rtol=1e-5)
+    with pytest.raises(ValueError, match="offsets"):
+        contrastive.cpc_infonce(predictions, targets, (1, 4))

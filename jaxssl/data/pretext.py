@@ -205,3 +205,26 @@ def drop_block(
         & (cols < left[:, None, None] + side)
     )  # [N, S, S]
     return jnp.where(region[..., None], 0.0, images), region.astype(jnp.float32)
+
+
+def patch_grid(images: jax.Array, patch_size: int, stride: int) -> jax.Array:
+    """The overlapping patches of CPC: a grid of ``patch_size`` squares every ``stride``
+    pixels (CPC v2: 64 px patches every 32 px of a 224 px crop, a 7 x 7 grid).
+
+    Args:
+      images: ``[N, S, S, C]``.
+      patch_size: side of a patch.
+      stride: step between patches.
+
+    Returns:
+      ``[N, G, G, patch_size, patch_size, C]``, ``G = (S - patch_size) // stride + 1``.
+    """
+    size = images.shape[1]
+    if patch_size > size:
+        raise ValueError(f"Patches of {patch_size} px do not fit {size} px images.")
+    starts = range(0, size - patch_size + 1, stride)
+    rows = [
+        jnp.stack([images[:, r : r + patch_size, c : c + patch_size] for c in starts], axis=1)
+        for r in starts
+    ]
+    return jnp.stack(rows, axis=1)

@@ -489,3 +489,41 @@ def instance_discrimination(
     logits = z @ jax.lax.stop_gradient(bank).T / temperature  # [B, N]
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     return -jnp.mean(jnp.take_along_axis(log_probs, index[:, None], axis=-1))
+
+
+def cpc_infonce(predictions: jax.Array, targets: jax.Array, offsets: tuple[int, ...]) -> jax.Array:
+    r"""CPC's InfoNCE over a grid: the context at row ``i`` predicts the patch embedding
+    ``k`` rows below, against every other patch embedding of the global batch.
+
+    For each offset ``k`` of ``offsets`` and each position ``(b, i, j)`` with ``i + k < G``,
+    the logits are the dot products of the prediction ``\hat z^k_{bij}`` with all ``B G^2``
+    targets; the positive is ``z_{b, i+k, j}``; the other patches of the same image and of
+    the other images are the negatives (CPC v2, Henaff et al. 2020). The loss is the mean
+    over offsets of the mean cross-entropy over their valid positions.
+
+    Args:
+      predictions: ``[B, G, G, K, D]``: the prediction for ``offsets[n]`` at ``[..., n, :]``.
+      targets: ``[B, G, G, D]`` patch embeddings.
+      offsets: the ``K`` row offsets, each in ``[1, G)``.
+
+    Returns:
+      The scalar loss.
+
+    References:
+      van den Oord, Li & Vinyals, Representation Learning with Contrastive Predictive Coding,
+      2018. https://arxiv.org/abs/1807.03748
+      Henaff et al., Data-Efficient Image Recognition with Contrastive Predictive Coding
+      (CPC v2), ICML 2020. https://arxiv.org/abs/1905.09272
+    """
+    b, g, _, num_offsets, d = predictions.shape
+    if len(offsets) != num_offsets or not all(1 <= k < g for k in offsets):
+        raise ValueError(f"offsets {offsets} must be {num_offsets} row offsets in [1, {g}).")
+    candidates = targets.reshape(b * g * g, d)  # [M, D]
+    flat = jnp.arange(b * g * g).reshape(b, g, g)
+    losses = []
+    for n, k in enumerate(offsets):
+        queries = predictions[:, : g - k, :, n].reshape(-1, d)  # [b (g-k) g, D]
+        positives = flat[:, k:, :].reshape(-1)  # the patch k rows below
+        log_probs = jax.nn.log_softmax(queries @ candidates.T, axis=-1)
+        losses.append(-jnp.mean(jnp.take_along_axis(log_probs, positives[:, None], axis=-1)))
+    return sum(losses) / num_offsets

@@ -12,6 +12,7 @@ from jaxssl.methods import (
     barlow_twins,
     byol,
     colorization,
+    cpc,
     dino,
     emp_ssl,
     ijepa,
@@ -73,6 +74,7 @@ METHODS: dict[str, Method] = {
     "dae": autoencoder.METHOD,
     "context_encoder": autoencoder.METHOD,
     "colorization": colorization.METHOD,
+    "cpc": cpc.METHOD,
 }
 
 
