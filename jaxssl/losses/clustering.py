@@ -147,3 +147,53 @@ def swapped_prediction_loss(
     cross = -jnp.einsum("bck,bvk->cv", codes, log_predictions) / b  # [C, V]
     others = 1.0 - jnp.eye(c, v, dtype=jnp.float32)  # a code view does not predict itself
     return jnp.sum(cross * others) / (c * (v - 1))
+
+
+def kmeans(
+    key: jax.Array, points: jax.Array, num_clusters: int, num_iters: int = 20, chunk: int = 4096
+) -> tuple[jax.Array, jax.Array]:
+    """Lloyd's k-means of ``points`` ``[N, D]`` on device, the distances ``chunk`` rows at a
+    time (memory ``chunk x K``); DeepCluster's clustering step.
+
+    Initialized with ``num_clusters`` distinct points drawn from ``key``. An empty cluster
+    takes a non-empty cluster's centroid plus a small perturbation (DeepCluster's and faiss's
+    rule; here the largest cluster's). ``N`` must be a multiple of ``chunk`` or smaller than it.
+
+    Args:
+      key: the initial centroids' draw (and the perturbations').
+      points: ``[N, D]``.
+      num_clusters: ``K <= N``.
+      num_iters: Lloyd iterations.
+      chunk: rows per distance block.
+
+    Returns:
+      ``(centroids [K, D], assignments [N] int32)``, the assignments to the final centroids.
+    """
+    n, d = points.shape
+    chunk = min(chunk, n)
+    if n % chunk:
+        raise ValueError(f"k-means of {n} points needs a multiple of chunk={chunk} rows.")
+    init_key, split_key = jax.random.split(key)
+    first = jax.random.choice(init_key, n, (num_clusters,), replace=False)
+    centroids = points[first]
+    blocks = points.reshape(n // chunk, chunk, d)
+
+    def assign(centroids):
+        norms = jnp.sum(jnp.square(centroids), axis=-1)  # [K]
+
+        def nearest(block):  # [C, D] -> [C]
+            return jnp.argmin(norms[None] - 2.0 * block @ centroids.T, axis=-1)
+
+        return jax.lax.map(nearest, blocks).reshape(n)
+
+    def update(i, centroids):
+        assignments = assign(centroids)
+        sums = jax.ops.segment_sum(points, assignments, num_clusters)  # [K, D]
+        counts = jnp.bincount(assignments, length=num_clusters)  # [K]
+        means = sums / jnp.maximum(counts, 1)[:, None]
+        largest = centroids[jnp.argmax(counts)]
+        noise = 1e-4 * jax.random.normal(jax.random.fold_in(split_key, i), (num_clusters, d))
+        return jnp.where((counts > 0)[:, None], means, largest + noise)
+
+    centroids = jax.lax.fori_loop(0, num_iters, update, centroids)
+    return centroids, assign(centroids).astype(jnp.int32)

@@ -13,6 +13,7 @@ from jaxssl.methods import (
     byol,
     colorization,
     cpc,
+    deepcluster,
     dino,
     emp_ssl,
     ijepa,
@@ -75,6 +76,7 @@ METHODS: dict[str, Method] = {
     "context_encoder": autoencoder.METHOD,
     "colorization": colorization.METHOD,
     "cpc": cpc.METHOD,
+    "deepcluster": deepcluster.METHOD,
 }
 
 
