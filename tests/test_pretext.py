@@ -148,7 +148,7 @@ def test_npid_bank_size_must_cover_the_split_positions_with_train_classes():
 @pytest.mark.parametrize(
     "name",
     [
-        "jigsaw",
+        pytest.param("jigsaw", marks=pytest.mark.slow),
         pytest.param("rotnet", marks=pytest.mark.slow),
         pytest.param("npid", marks=pytest.mark.slow),
         pytest.param("cpc", marks=pytest.mark.slow),

@@ -130,7 +130,7 @@ def test_colorizer_reads_the_lightness_only():
 @pytest.mark.parametrize(
     "name",
     [
-        "context_encoder",
+        pytest.param("context_encoder", marks=pytest.mark.slow),
         pytest.param("dae", marks=pytest.mark.slow),
         pytest.param("colorization", marks=pytest.mark.slow),
     ],

@@ -94,3 +94,22 @@ def test_few_shot_knn_of_random_labels_is_at_chance():
         knn__shots_per_class=(25,),
     )
     assert abs(knn.run(context).metrics["knn/top1_shot25"] - 0.25) < 0.08
+
+
+def test_low_label_table_tool_reads_the_latest_evaluation(tmp_path):
+    import importlib.util
+    import json
+    import os
+
+    spec = importlib.util.spec_from_file_location(
+        "low_label_table",
+        os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools", "low_label_table.py"),
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    (tmp_path / "eval").mkdir()
+    for step, top1 in ((10, 0.1), (200, 0.5)):
+        metrics = {"knn/top1_k200": top1, "knn/top1_shot5": 0.25, "knn/top1_shot5_std": 0.01}
+        (tmp_path / "eval" / f"{step}.json").write_text(json.dumps({"metrics": metrics}))
+    text = tool.table([("X", tool.latest_metrics(str(tmp_path)))])
+    assert "| X | 0.500 | - | 0.250 ± 0.010 |" in text

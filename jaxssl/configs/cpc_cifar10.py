@@ -60,6 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     if preset == "smoke":
         base.apply_smoke(config)
+        config.optim.base_lr = 0.01  # moves a width-4 net visibly in the tests' few steps
         config.data.image_size = 24
         config.method.offsets = (2, 3)
         config.method.context_width = 16
