@@ -8,7 +8,7 @@ import numpy as np
 
 from jaxssl import sharding
 from jaxssl.configs import base
-from jaxssl.evals import features, knn, linear, subsets
+from jaxssl.evals import features, knn, linear, rotation, subsets
 from tests import helpers
 
 
@@ -113,3 +113,21 @@ def test_low_label_table_tool_reads_the_latest_evaluation(tmp_path):
         (tmp_path / "eval" / f"{step}.json").write_text(json.dumps({"metrics": metrics}))
     text = tool.table([("X", tool.latest_metrics(str(tmp_path)))])
     assert "| X | 0.500 | - | 0.250 ± 0.010 |" in text
+
+
+def test_rotated_batches_label_turns_and_hold_out_whole_images():
+    images = np.arange(8 * 4 * 4 * 3, dtype=np.uint8).reshape(8, 4, 4, 3)
+    batches = [
+        {"image": images[:4], "mask": np.array([1, 1, 1, 0], bool)},
+        {"image": images[4:], "mask": np.ones(4, bool)},
+    ]
+    out = list(rotation.rotated_batches(iter(batches), num_images=5, num_fit=3))
+    assert len(out) == 8  # 2 batches x 4 turns
+    for turn, rows in enumerate(out[:4]):
+        np.testing.assert_array_equal(rows["image"], np.rot90(images[:4], turn, axes=(1, 2)))
+        np.testing.assert_array_equal(rows["label"] % 4, turn)
+        np.testing.assert_array_equal(rows["mask"], [1, 1, 1, 0])
+        np.testing.assert_array_equal(rows["label"][:3] // 4, [0, 0, 0])  # images 0-2: fit
+    for rows in out[4:]:
+        np.testing.assert_array_equal(rows["mask"], [1, 1, 0, 0])  # images 3, 4 of 5 used
+        np.testing.assert_array_equal(rows["label"][:2] // 4, [1, 1])  # held out

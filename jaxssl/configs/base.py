@@ -260,6 +260,11 @@ def get_base_config() -> ml_collections.ConfigDict:
             seed=0,
         )
     )
+    # Rotation prediction from frozen features (jaxssl/evals/rotation.py, evaluator
+    # "rotation"): a label-free model-selection score beside RankMe.
+    config.evals.rotation = ml_collections.ConfigDict(
+        dict(num_images=5000, holdout_fraction=0.2, weight_decay=1e-4, max_steps=500)
+    )
     config.evals.spectral = ml_collections.ConfigDict(
         dict(
             num_embeddings=25_600,  # RankMe and the covariance spectrum: first N train rows

@@ -13,6 +13,7 @@ its protocol in words and JSON details. Each jits its own small functions.
   (SIE's invariant and equivariant parts);
 * ``finetune``: backbone + linear head trained on label fractions (1% / 10% / 100%), lr
   chosen on the subset's held-out part;
+* ``rotation``: rotation prediction by a linear probe on frozen features, label-free;
 * ``plots``: PNGs of training curves, spectrum, 2-D projection and nearest-neighbour retrieval.
 """
 
@@ -22,7 +23,16 @@ from collections.abc import Callable, Sequence
 from absl import logging
 
 from jaxssl import errors
-from jaxssl.evals import equivariance, features, finetune, knn, linear, plots, spectral
+from jaxssl.evals import (
+    equivariance,
+    features,
+    finetune,
+    knn,
+    linear,
+    plots,
+    rotation,
+    spectral,
+)
 
 Evaluator = Callable[[features.Context], features.Result]
 
@@ -34,6 +44,7 @@ EVALUATORS: dict[str, Evaluator] = {
     "plots": plots.run,
     "equivariance": equivariance.run,
     "finetune": finetune.run,
+    "rotation": rotation.run,
 }
 
 
