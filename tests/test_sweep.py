@@ -104,7 +104,9 @@ def _relative(a, b):
 @pytest.mark.parametrize(
     ("method_name", "specs", "num_devices"),
     [
-        ("simclr", ["optim.base_lr=0.1,0.4", "seed=0,3"], 1),
+        # Two replicas of traced seeds (keys) in the default lane; the slow lane's cases trace
+        # the learning rate, a teacher's momentum and the weight decay.
+        ("simclr", ["seed=0,3"], 1),
         # 8 devices: 2 replica groups of 4 devices; the replicas batched by vmap (slow lane:
         # the default lane's 1-device case and the end-to-end sweep on 8 devices cover the rest).
         pytest.param("simclr", ["optim.base_lr=0.1,0.4", "seed=3"], 8, marks=pytest.mark.slow),
