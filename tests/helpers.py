@@ -216,7 +216,8 @@ def method_loss_and_grads(method_name: str, num_devices: int = 1):
     if config.method.name == "deepcluster":
         # Its first epoch only fills the feature bank (loss 0): start at the first
         # re-clustering, so the loss, gradients and k-means are compared.
-        state = state.replace(step=jnp.asarray(int(config.method.steps_per_epoch), jnp.int32))
+        step = jnp.asarray(int(config.method.steps_per_epoch), jnp.int32)
+        state = state.replace(step=jax.device_put(step, state.step.sharding))
     method = methods.get_method(config.method.name)
     batch = sharding.to_global(random_views_batch(config), mesh)
     assert len(batch["global"].sharding.device_set) == num_devices
