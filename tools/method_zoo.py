@@ -55,6 +55,11 @@ METHODS = (
     ("rotnet", "rotnet_cifar10.py", "89.1% non-linear on NIN block 2 (RotNet paper, 100 ep.)"),
     ("jigsaw", "jigsaw_cifar10.py", "no CIFAR-10 figure published (paper: ImageNet)"),
     ("npid", "npid_cifar10.py", "no CIFAR-10 figure checked"),
+    ("deepcluster", "deepcluster_cifar10.py", "no CIFAR-10 figure published (paper: ImageNet)"),
+    ("dae", "dae_cifar10.py", "no CIFAR-10 figure published"),
+    ("context_encoder", "context_encoder_cifar10.py", "no CIFAR-10 figure published"),
+    ("colorization", "colorization_cifar10.py", "no CIFAR-10 figure published"),
+    ("cpc", "cpc_cifar10.py", "no CIFAR-10 figure published (paper: ImageNet)"),
 )
 
 # Every row's whole command (start-up, compilation, training, final kNN) must fit this.
