@@ -211,6 +211,8 @@ def run(context: features.Context) -> features.Result:
         weight_decay=config.weight_decay,
     )
     accuracy = make_accuracy_fn(classifier, data.mean, data.std)
+    # On device once; each fine-tune gathers its subset there.
+    device_images, device_labels = jnp.asarray(train_images), jnp.asarray(train_labels)
     metrics, per_fraction = {}, {}
     for fraction in config.label_fractions:
         results = []
@@ -226,10 +228,9 @@ def run(context: features.Context) -> features.Result:
             key = jax.random.fold_in(jax.random.key(config.seed), seed)
 
             def tune(rows, lr, key=key):  # rows of the train split; padded to the split's size
-                pad = len(train_labels) - len(rows)
-                images = np.pad(train_images[rows], ((0, pad), (0, 0), (0, 0), (0, 0)))
+                index = np.pad(rows, (0, len(train_labels) - len(rows)))
                 return fine_tune(
-                    start, images, np.pad(train_labels[rows], (0, pad)), len(rows), lr, key
+                    start, device_images[index], device_labels[index], len(rows), lr, key
                 )
 
             holdout_top1 = {}

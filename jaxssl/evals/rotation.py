@@ -39,9 +39,9 @@ def rotated_batches(batches: Iterator[dict], num_images: int, num_fit: int) -> I
         keep = mask & (rank < num_images)
         held = (rank >= num_fit).astype(np.int32)
         seen += int(keep.sum())
-        turned = np.asarray(pretext.quarter_turns(jnp.asarray(batch["image"])))  # [b, 4, ...]
-        for turn in range(pretext.NUM_ROTATIONS):
-            yield {"image": turned[:, turn], "label": turn + 4 * held, "mask": keep}
+        for turn in range(pretext.NUM_ROTATIONS):  # as pretext.quarter_turns, on the host
+            turned = np.rot90(np.asarray(batch["image"]), turn, axes=(1, 2))
+            yield {"image": turned, "label": turn + 4 * held, "mask": keep}
 
 
 def run(context: features.Context) -> features.Result:

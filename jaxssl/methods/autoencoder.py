@@ -36,7 +36,7 @@ from jaxssl import errors
 from jaxssl.data import pretext
 from jaxssl.losses import reconstruction
 from jaxssl.methods import base
-from jaxssl.models import decoder, resnet, ssl_model
+from jaxssl.models import decoder, ssl_model
 
 CORRUPTIONS = ("drop_pixels", "center_block", "random_block")
 
@@ -46,11 +46,7 @@ def build_model(config: ml_collections.ConfigDict) -> decoder.Autoencoder:
     up-convolution per halving of the ResNet: 3 for the CIFAR stem) and, for the block
     corruptions, the channel-wise bottleneck."""
     backbone = ssl_model.make_backbone(config.model)
-    if not isinstance(backbone, resnet.ResNet):
-        raise errors.ConfigError(
-            f"The autoencoders decode a ResNet's feature maps; model.backbone must be one of "
-            f"{sorted(resnet.BACKBONES)}, not {config.model.backbone!r}."
-        )
+    decoder.require_resnet(backbone, "The autoencoders", config.model.backbone)
     if config.method.corruption not in CORRUPTIONS:
         raise errors.ConfigError(
             f"Unknown method.corruption {config.method.corruption!r}; valid: {CORRUPTIONS}."

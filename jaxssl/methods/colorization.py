@@ -35,7 +35,7 @@ from jaxssl import errors
 from jaxssl.data import lab
 from jaxssl.losses import classification
 from jaxssl.methods import base
-from jaxssl.models import decoder, resnet, ssl_model
+from jaxssl.models import decoder, ssl_model
 
 TARGETS = ("classification", "regression")
 _AB_SCALE = 110.0  # |a|, |b| <= ~110 for sRGB colours
@@ -86,11 +86,7 @@ def build_model(config: ml_collections.ConfigDict) -> Colorizer:
     """The ResNet of ``config.model`` and a decoder of ``config.method.decoder_channels`` to
     the in-gamut ab bins (or 2 values for ``method.target = "regression"``)."""
     backbone = ssl_model.make_backbone(config.model)
-    if not isinstance(backbone, resnet.ResNet):
-        raise errors.ConfigError(
-            f"Colorization decodes a ResNet's feature maps; model.backbone must be one of "
-            f"{sorted(resnet.BACKBONES)}, not {config.model.backbone!r}."
-        )
+    decoder.require_resnet(backbone, "Colorization", config.model.backbone)
     if config.method.target not in TARGETS:
         raise errors.ConfigError(
             f"Unknown method.target {config.method.target!r}; valid: {TARGETS}."

@@ -13,6 +13,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxssl import errors
+from jaxssl.models import resnet
+
+
+def require_resnet(backbone: nn.Module, method: str, backbone_name: str) -> None:
+    """Raises unless ``backbone`` is a ResNet, whose last feature maps a decoder reads."""
+    if not isinstance(backbone, resnet.ResNet):
+        raise errors.ConfigError(
+            f"{method}: the decoder reads a ResNet's feature maps; model.backbone must be one "
+            f"of {sorted(resnet.BACKBONES)}, not {backbone_name!r}."
+        )
+
 
 class ChannelwiseDense(nn.Module):
     """Pathak et al.'s channel-wise fully connected layer: every channel's ``h x w`` map is
